@@ -1,0 +1,726 @@
+// game.c: the model's parameters, its forward pass and single-token decoding.
+//
+// Scope: a CPU runtime that a reader can follow end to end. Every layer is a
+// plain C function over float arrays; OpenMP spreads the heavy loops over cores.
+// Each output element is computed by exactly one thread with a fixed order of
+// additions, so results are bit-identical for any number of threads. The
+// backward pass of every layer below lives in train.c, in the same order.
+//
+// Non-goals: GPUs, mixed precision, tokenizers other than characters.
+#include "game.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ame.h"
+#include "kernels.h"
+#include "tokenizer.h"
+#include "weights.h"
+
+// ----------------------------------------------------------------------------
+// Checked allocation
+
+void* xmalloc(size_t n, const char* what) {
+    void* p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "error: out of memory allocating %zu bytes for %s\n"
+                "       try a smaller --batch, --context or --channels\n", n, what);
+        exit(EXIT_FAILURE);
+    }
+    return p;
+}
+
+void* xcalloc(size_t count, size_t size, const char* what) {
+    void* p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "error: out of memory allocating %zu x %zu bytes for %s\n"
+                "       try a smaller --batch, --context or --channels\n",
+                count, size, what);
+        exit(EXIT_FAILURE);
+    }
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// Configuration and parameter layout
+
+const char* config_check(const GameConfig* c) {
+    if (c->context < 1 || c->context > 65536) return "context must be in 1..65536";
+    if (c->vocab_size < 1 || c->vocab_size > (1 << 21))
+        return "vocabulary size must be in 1..2097152";
+    if (c->layers < 1 || c->layers > (MAX_GROUPS - 2) / 2) return "layers must be in 1..64";
+    if (c->heads < 1 || c->heads > 1024) return "heads must be in 1..1024";
+    if (c->channels < 1 || c->channels > 16384) return "channels must be in 1..16384";
+    if (c->channels % c->heads != 0) return "channels must be a multiple of heads";
+    return NULL;
+}
+
+size_t param_sizes(const GameConfig* cfg, size_t s[NUM_PARAM_TENSORS]) {
+    size_t V = cfg->vocab_size, C = cfg->channels, L = cfg->layers;
+    size_t T = cfg->context, NH = cfg->heads;
+    s[P_WTE] = V * C;
+    s[P_WPE] = T * C;
+    s[P_LN1W] = L * C;
+    s[P_LN1B] = L * C;
+    s[P_QKVW] = L * 3 * C * C;
+    s[P_QKVB] = L * 3 * C;
+    s[P_ATTPROJW] = L * C * C;
+    s[P_ATTPROJB] = L * C;
+    s[P_LN2W] = L * C;
+    s[P_LN2B] = L * C;
+    s[P_FCW] = L * 4 * C * C;
+    s[P_FCB] = L * 4 * C;
+    s[P_FCPROJW] = L * C * 4 * C;
+    s[P_FCPROJB] = L * C;
+    s[P_LNFW] = C;
+    s[P_LNFB] = C;
+    s[P_NOISE_ATT] = L;
+    s[P_NOISE_MLP] = L;
+    s[P_NOISE_LOGIT] = L * NH;
+    s[P_NOISE_HEAD] = V * C;
+    size_t total = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) total += s[i];
+    return total;
+}
+
+void param_views(ParamViews* v, float* memory, const size_t sizes[NUM_PARAM_TENSORS]) {
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        v->t[i] = memory;
+        memory += sizes[i];
+    }
+}
+
+static const char* const PARAM_NAMES[NUM_PARAM_TENSORS] = {
+    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb",
+    "noise_att", "noise_mlp", "noise_logit", "noise_head",
+};
+
+const char* param_name(int i) {
+    return (i >= 0 && i < NUM_PARAM_TENSORS) ? PARAM_NAMES[i] : "?";
+}
+
+// Which group a tensor's layer-l slice belongs to, and whether it is decayed.
+static int tensor_group(const GameConfig* cfg, int tensor, int l) {
+    switch (tensor) {
+    case P_WTE: case P_WPE:
+        return 0;
+    case P_LN1W: case P_LN1B: case P_QKVW: case P_QKVB:
+    case P_ATTPROJW: case P_ATTPROJB: case P_NOISE_ATT: case P_NOISE_LOGIT:
+        return group_attn(l);
+    case P_LN2W: case P_LN2B: case P_FCW: case P_FCB:
+    case P_FCPROJW: case P_FCPROJB: case P_NOISE_MLP:
+        return group_mlp(l);
+    default:
+        return group_head(cfg);
+    }
+}
+
+static int tensor_decayed(int tensor) {
+    return tensor == P_WTE || tensor == P_WPE || tensor == P_QKVW ||
+           tensor == P_ATTPROJW || tensor == P_FCW || tensor == P_FCPROJW;
+}
+
+static int tensor_per_layer(int tensor) {
+    return !(tensor == P_WTE || tensor == P_WPE || tensor == P_LNFW ||
+             tensor == P_LNFB || tensor == P_NOISE_HEAD);
+}
+
+int param_slices(const GameConfig* cfg, ParamSlice* out, int cap) {
+    size_t sizes[NUM_PARAM_TENSORS];
+    param_sizes(cfg, sizes);
+    int n = 0;
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int parts = tensor_per_layer(i) ? cfg->layers : 1;
+        size_t each = sizes[i] / parts;
+        for (int l = 0; l < parts; l++) {
+            if (n < cap) {
+                out[n] = (ParamSlice){offset, each, tensor_group(cfg, i, l),
+                                      tensor_decayed(i), i};
+            }
+            n++;
+            offset += each;
+        }
+    }
+    return n;
+}
+
+void group_name(const GameConfig* cfg, int g, char* buf, size_t len) {
+    if (g == 0) snprintf(buf, len, "emb");
+    else if (g == group_head(cfg)) snprintf(buf, len, "head");
+    else if (g % 2 == 1) snprintf(buf, len, "attn%d", (g - 1) / 2);
+    else snprintf(buf, len, "mlp%d", (g - 2) / 2);
+}
+
+// ----------------------------------------------------------------------------
+// Model allocation and initialisation
+
+void model_init(Model* m, const GameConfig* cfg) {
+    memset(m, 0, sizeof(*m));
+    m->config = *cfg;
+    m->num_params = param_sizes(cfg, m->param_sizes);
+    m->params_memory = xcalloc(m->num_params, sizeof(float), "parameters");
+    param_views(&m->params, m->params_memory, m->param_sizes);
+}
+
+// A normal(0, 1) draw by Box-Muller from two counter-keyed uniforms. Only used
+// at initialisation, where exactness matters more than speed.
+static float init_normal(uint64_t key, uint64_t i) {
+    double u1 = rng_uniform(key, 2 * i), u2 = rng_uniform(key, 2 * i + 1);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+void model_init_weights(Model* m, uint64_t seed) {
+    const GameConfig* cfg = &m->config;
+    float** t = m->params.t;
+    float proj_std = 0.02f / sqrtf(2.0f * cfg->layers);
+
+    // normal weights: the generator is keyed on the tensor, so adding a tensor
+    // never changes the others' draws
+    int normal_tensors[] = {P_WTE, P_WPE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+    for (size_t k = 0; k < sizeof(normal_tensors) / sizeof(int); k++) {
+        int i = normal_tensors[k];
+        float std = (i == P_ATTPROJW || i == P_FCPROJW) ? proj_std : 0.02f;
+        uint64_t key = rng_key(seed, 0, RNG_SITE_INIT + (uint64_t)i);
+        for (size_t j = 0; j < m->param_sizes[i]; j++) t[i][j] = std * init_normal(key, j);
+    }
+
+    // layernorm scales one, biases zero (calloc'd), noise scales at their start
+    int ones[] = {P_LN1W, P_LN2W, P_LNFW};
+    for (int k = 0; k < 3; k++)
+        for (size_t j = 0; j < m->param_sizes[ones[k]]; j++) t[ones[k]][j] = 1.0f;
+    int zeros[] = {P_QKVB, P_ATTPROJB, P_FCB, P_FCPROJB, P_LN1B, P_LN2B, P_LNFB};
+    for (int k = 0; k < 7; k++) memset(t[zeros[k]], 0, m->param_sizes[zeros[k]] * 4);
+    float s_block = logf(0.1f), s_head = logf(0.05f / sqrtf((float)cfg->channels));
+    int block_noise[] = {P_NOISE_ATT, P_NOISE_MLP, P_NOISE_LOGIT};
+    for (int k = 0; k < 3; k++)
+        for (size_t j = 0; j < m->param_sizes[block_noise[k]]; j++)
+            t[block_noise[k]][j] = s_block;
+    for (size_t j = 0; j < m->param_sizes[P_NOISE_HEAD]; j++) t[P_NOISE_HEAD][j] = s_head;
+}
+
+void model_prepare(Model* m, int B, int T) {
+    if (m->acts_memory && B == m->B && T == m->T) return;
+    size_t V = m->config.vocab_size, C = m->config.channels, L = m->config.layers;
+    size_t NH = m->config.heads, BT = (size_t)B * T;
+    size_t* s = m->act_sizes;
+    s[A_ENCODED] = BT * C;
+    s[A_LN1] = L * BT * C;
+    s[A_LN1_MEAN] = L * BT;
+    s[A_LN1_RSTD] = L * BT;
+    s[A_QKV] = L * BT * 3 * C;
+    s[A_ATTY] = L * BT * C;
+    s[A_ATT] = L * B * NH * T * T;
+    s[A_ATTPROJ] = L * BT * C;
+    s[A_RESID2] = L * BT * C;
+    s[A_LN2] = L * BT * C;
+    s[A_LN2_MEAN] = L * BT;
+    s[A_LN2_RSTD] = L * BT;
+    s[A_FCH] = L * BT * 4 * C;
+    s[A_FCH_GELU] = L * BT * 4 * C;
+    s[A_FCPROJ] = L * BT * C;
+    s[A_RESID3] = L * BT * C;
+    s[A_LNF] = BT * C;
+    s[A_LNF_MEAN] = BT;
+    s[A_LNF_RSTD] = BT;
+    s[A_HEADIN] = BT * C;
+    s[A_PROBS] = BT * V;
+    s[A_LOSSES] = BT;
+    size_t total = 0;
+    for (int i = 0; i < NUM_ACT_TENSORS; i++) total += s[i];
+
+    free(m->acts_memory);
+    m->acts_memory = xcalloc(total, sizeof(float), "activations");
+    m->num_acts = total;
+    float* p = m->acts_memory;
+    for (int i = 0; i < NUM_ACT_TENSORS; i++) {
+        m->acts.t[i] = p;
+        p += s[i];
+    }
+    m->B = B;
+    m->T = T;
+}
+
+void model_free(Model* m) {
+    free(m->params_memory);
+    free(m->acts_memory);
+    memset(m, 0, sizeof(*m));
+}
+
+// ----------------------------------------------------------------------------
+// Layers, forward direction. Argument order: outputs, then inputs, then
+// weights, then sizes. The matching backward functions are in train.c.
+
+// out (B, T, C) = wte[inp] + wpe[t]
+void encoder_forward(float* out, const int* inp, const float* wte, const float* wpe,
+                     int B, int T, int C) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float* o = out + ((size_t)b * T + t) * C;
+            const float* e = wte + (size_t)inp[b * T + t] * C;
+            const float* p = wpe + (size_t)t * C;
+            for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+        }
+    }
+}
+
+// out (N, C) = (x - mean) * rstd * w + bias, per row of x (N, C); saves the
+// row statistics mean (N) and rstd (N) for the backward pass.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
+                       const float* w, const float* bias, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* xr = x + (size_t)n * C;
+        float* o = out + (size_t)n * C;
+
+        // mean and variance, in that order, as two passes for accuracy
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += xr[c];
+        m /= C;
+        float v = 0.0f;
+        for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+        v /= C;
+        float r = 1.0f / sqrtf(v + LAYERNORM_EPS);
+
+        // normalise, scale and shift
+        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = r;
+    }
+}
+
+// Causal multi-head attention.
+// qkv (B, T, 3C) holds q, k, v of every position, head h at channels
+// [h hs, (h + 1) hs) of each third. For each query t the scores
+// S[t2] = q_t . k_t2 / sqrt(hs) over t2 <= t (the masked half is never touched),
+// plus the C5 logit noise eta sigma_{l,h} eps when noise_scale is not NULL,
+// go through a softmax into att (B, NH, T, T), and out (B, T, C) = att @ v.
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
+                       int NH, const float* noise_scale, uint64_t noise_key) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = 3 * (size_t)C;
+
+    #pragma omp parallel for collapse(3) schedule(dynamic, 4)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < T; t++) {
+                const float* q = qkv + ((size_t)b * T + t) * C3 + h * hs;
+                float* a = att + (((size_t)b * NH + h) * T + t) * T;
+
+                // scores of the unmasked keys t2 <= t, and their maximum
+                float maxv = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* k = qkv + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    float s = 0.0f;
+                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
+                    s *= scale;
+                    if (noise_scale) {
+                        size_t idx = (((size_t)b * NH + h) * T + t) * T + t2;
+                        s += noise_scale[h] * rng_normal(noise_key, idx);
+                    }
+                    a[t2] = s;
+                    if (s > maxv) maxv = s;
+                }
+
+                // softmax over the unmasked keys
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    a[t2] = expf(a[t2] - maxv);
+                    sum += a[t2];
+                }
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+
+                // weighted sum of the values
+                float* o = out + ((size_t)b * T + t) * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    float w = a[t2];
+                    for (int i = 0; i < hs; i++) o[i] += w * v[i];
+                }
+            }
+        }
+    }
+}
+
+// GELU, tanh form (as GPT-2): out = 0.5 x (1 + tanh(k (x + 0.044715 x^3))),
+// k = sqrt(2 / pi). x and out are (N).
+void gelu_forward(float* out, const float* x, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float xi = x[i];
+        float u = GELU_K * (xi + GELU_C * xi * xi * xi);
+        out[i] = 0.5f * xi * (1.0f + tanhf(u));
+    }
+}
+
+// The C2 noise multiplier of element i of a (B, T, C) site: 1 + scale * eps_i,
+// where scale = eta sigma. With dither, row b >= B/2 reuses row b - B/2's eps
+// with the sign flipped, so the pair's first-order noise cancels.
+float noise_multiplier(uint64_t key, float scale, int dither, int B, int T, int C,
+                       size_t i) {
+    size_t row = (size_t)T * C;
+    size_t b = i / row;
+    float sign = 1.0f;
+    if (dither && (B % 2 == 0) && b >= (size_t)B / 2) {
+        i -= (size_t)B / 2 * row;
+        sign = -1.0f;
+    }
+    return 1.0f + sign * scale * rng_normal(key, i);
+}
+
+// out (B, T, C) = resid + h, or resid + h * (1 + eta sigma eps) with C2 noise.
+void residual_forward(float* out, const float* resid, const float* h, size_t N,
+                      const float* noise_scale, uint64_t key, int dither,
+                      int B, int T, int C) {
+    if (!noise_scale) {
+        #pragma omp parallel for
+        for (size_t i = 0; i < N; i++) out[i] = resid[i] + h[i];
+        return;
+    }
+    float scale = *noise_scale;
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++)
+        out[i] = resid[i] + h[i] * noise_multiplier(key, scale, dither, B, T, C, i);
+}
+
+// f(x) = sign(x) sqrt(|x|), the shaping of the head's factorised noise.
+float head_noise_f(float x) { return x < 0.0f ? -sqrtf(-x) : sqrtf(x); }
+
+// The LM head and the loss, fused.
+// logits (V) of row n = lnf_n . wte_v (tied weights); with C5 head noise, plus
+// sign_b * eta * f(eps_out_v) * sum_c sigma_W[v][c] * headin_n[c], where
+// headin = f(eps_in) * lnf is saved in headin (B, T, C). The softmax goes into
+// probs (B, T, V); with targets, losses (B, T) = -log probs[target].
+// logits_out (B, T, V), when not NULL, receives the logits.
+void head_forward(float* probs, float* losses, float* headin, float* logits_out,
+                  const float* lnf, const float* wte, const float* sigma_w,
+                  const float* f_out, const float* f_in, float eta,
+                  const int* targets, int B, int T, int C, int V) {
+    int BT = B * T;
+
+    // logits = lnf @ wte^T, written into probs, which has the right shape
+    matmul_forward(probs, lnf, wte, NULL, BT, C, V);
+
+    // factorised head noise: a second product with the noise-scale matrix
+    if (sigma_w) {
+        #pragma omp parallel for
+        for (int n = 0; n < BT; n++) {
+            const float* x = lnf + (size_t)n * C;
+            float* hi = headin + (size_t)n * C;
+            for (int c = 0; c < C; c++) hi[c] = f_in[c] * x[c];
+        }
+        #pragma omp parallel for
+        for (int n = 0; n < BT; n++) {
+            int b = n / T;
+            float sign = (B % 2 == 0 && b >= B / 2) ? -eta : eta;
+            const float* hi = headin + (size_t)n * C;
+            float* lg = probs + (size_t)n * V;
+            for (int v = 0; v < V; v++) {
+                const float* sw = sigma_w + (size_t)v * C;
+                float s = 0.0f;
+                for (int c = 0; c < C; c++) s += sw[c] * hi[c];
+                lg[v] += sign * f_out[v] * s;
+            }
+        }
+    }
+    if (logits_out) memcpy(logits_out, probs, (size_t)BT * V * sizeof(float));
+
+    // softmax and cross-entropy per row
+    #pragma omp parallel for
+    for (int n = 0; n < BT; n++) {
+        float* p = probs + (size_t)n * V;
+        float maxv = p[0];
+        for (int v = 1; v < V; v++) if (p[v] > maxv) maxv = p[v];
+        float sum = 0.0f;
+        for (int v = 0; v < V; v++) sum += expf(p[v] - maxv);
+        float logsum = logf(sum) + maxv;
+        if (targets) losses[n] = logsum - p[targets[n]];
+        float inv = 1.0f / sum;
+        for (int v = 0; v < V; v++) p[v] = expf(p[v] - maxv) * inv;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The model's forward pass
+
+// sigma = exp(s) of the noise-scale logs s, times eta, into out (n).
+static void noise_scales(float* out, const float* s, int n, float eta) {
+    for (int i = 0; i < n; i++) out[i] = eta * expf(s[i]);
+}
+
+void model_forward(Model* m, const int* inputs, const int* targets, int B, int T,
+                   float* logits_out) {
+    const GameConfig* cfg = &m->config;
+    int C = cfg->channels, L = cfg->layers, NH = cfg->heads, V = cfg->vocab_size;
+    size_t BT = (size_t)B * T;
+    model_prepare(m, B, T);
+    float** p = m->params.t;
+    float** a = m->acts.t;
+    const NoiseConfig* nz = &m->noise;
+
+    // embeddings
+    encoder_forward(a[A_ENCODED], inputs, p[P_WTE], p[P_WPE], B, T, C);
+
+    // the transformer blocks
+    for (int l = 0; l < L; l++) {
+        BlockViews w;
+        block_views(&w, m, l);
+        const float* resid = l == 0 ? a[A_ENCODED] : a[A_RESID3] + (l - 1) * BT * C;
+        float att_scale = 0.0f, mlp_scale = 0.0f, logit_scale[1024];
+        if (nz->block) {
+            noise_scales(&att_scale, w.noise_att, 1, nz->eta);
+            noise_scales(&mlp_scale, w.noise_mlp, 1, nz->eta);
+        }
+        if (nz->logits) noise_scales(logit_scale, w.noise_logit, NH, nz->eta);
+
+        // attention sublayer: resid2 = resid + noise(attproj(attention(ln1(resid))))
+        layernorm_forward(w.ln1, w.ln1_mean, w.ln1_rstd, resid, w.ln1w, w.ln1b, BT, C);
+        matmul_forward(w.qkv, w.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
+        attention_forward(w.atty, w.att, w.qkv, B, T, C, NH,
+                          nz->logits ? logit_scale : NULL,
+                          rng_key(nz->seed, nz->step, RNG_SITE_LOGIT(l)));
+        matmul_forward(w.attproj, w.atty, w.attprojw, w.attprojb, BT, C, C);
+        residual_forward(w.resid2, resid, w.attproj, BT * C,
+                         nz->block ? &att_scale : NULL,
+                         rng_key(nz->seed, nz->step, RNG_SITE_NOISE_ATT(l)),
+                         nz->dither, B, T, C);
+
+        // MLP sublayer: resid3 = resid2 + noise(fcproj(gelu(fc(ln2(resid2)))))
+        layernorm_forward(w.ln2, w.ln2_mean, w.ln2_rstd, w.resid2, w.ln2w, w.ln2b, BT, C);
+        matmul_forward(w.fch, w.ln2, w.fcw, w.fcb, BT, C, 4 * C);
+        gelu_forward(w.fch_gelu, w.fch, BT * 4 * C);
+        matmul_forward(w.fcproj, w.fch_gelu, w.fcprojw, w.fcprojb, BT, 4 * C, C);
+        residual_forward(w.resid3, w.resid2, w.fcproj, BT * C,
+                         nz->block ? &mlp_scale : NULL,
+                         rng_key(nz->seed, nz->step, RNG_SITE_NOISE_MLP(l)),
+                         nz->dither, B, T, C);
+    }
+
+    // final layernorm, head, softmax and loss
+    const float* last = a[A_RESID3] + (L - 1) * BT * C;
+    layernorm_forward(a[A_LNF], a[A_LNF_MEAN], a[A_LNF_RSTD], last, p[P_LNFW], p[P_LNFB],
+                      BT, C);
+    float* f_out = NULL;
+    float* f_in = NULL;
+    float* sigma_w = NULL;
+    if (nz->head) {
+        head_noise_vectors(m, &f_out, &f_in, &sigma_w);
+    }
+    head_forward(a[A_PROBS], a[A_LOSSES], a[A_HEADIN], logits_out, a[A_LNF], p[P_WTE],
+                 sigma_w, f_out, f_in, nz->eta, targets, B, T, C, V);
+    free(f_out);
+    free(f_in);
+    free(sigma_w);
+
+    // mean loss, summed in a fixed order
+    if (targets) {
+        double sum = 0.0;
+        for (size_t i = 0; i < BT; i++) sum += a[A_LOSSES][i];
+        m->mean_loss = (float)(sum / BT);
+    } else {
+        m->mean_loss = -1.0f;
+    }
+}
+
+void head_noise_vectors(const Model* m, float** f_out, float** f_in, float** sigma_w) {
+    int V = m->config.vocab_size, C = m->config.channels;
+    const NoiseConfig* nz = &m->noise;
+    *f_out = xmalloc((size_t)V * sizeof(float), "head noise");
+    *f_in = xmalloc((size_t)C * sizeof(float), "head noise");
+    *sigma_w = xmalloc((size_t)V * C * sizeof(float), "head noise scales");
+    uint64_t ko = rng_key(nz->seed, nz->step, RNG_SITE_HEAD_OUT);
+    uint64_t ki = rng_key(nz->seed, nz->step, RNG_SITE_HEAD_IN);
+    for (int v = 0; v < V; v++) (*f_out)[v] = head_noise_f(rng_normal(ko, v));
+    for (int c = 0; c < C; c++) (*f_in)[c] = head_noise_f(rng_normal(ki, c));
+    const float* s = m->params.t[P_NOISE_HEAD];
+    #pragma omp parallel for
+    for (size_t i = 0; i < (size_t)V * C; i++) (*sigma_w)[i] = expf(s[i]);
+}
+
+void block_views(BlockViews* w, const Model* m, int l) {
+    size_t C = m->config.channels, NH = m->config.heads;
+    size_t BT = (size_t)m->B * m->T, TT = (size_t)m->T * m->T;
+    float* const* p = m->params.t;
+    float* const* a = m->acts.t;
+    w->ln1w = p[P_LN1W] + l * C;
+    w->ln1b = p[P_LN1B] + l * C;
+    w->qkvw = p[P_QKVW] + l * 3 * C * C;
+    w->qkvb = p[P_QKVB] + l * 3 * C;
+    w->attprojw = p[P_ATTPROJW] + l * C * C;
+    w->attprojb = p[P_ATTPROJB] + l * C;
+    w->ln2w = p[P_LN2W] + l * C;
+    w->ln2b = p[P_LN2B] + l * C;
+    w->fcw = p[P_FCW] + l * 4 * C * C;
+    w->fcb = p[P_FCB] + l * 4 * C;
+    w->fcprojw = p[P_FCPROJW] + l * 4 * C * C;
+    w->fcprojb = p[P_FCPROJB] + l * C;
+    w->noise_att = p[P_NOISE_ATT] + l;
+    w->noise_mlp = p[P_NOISE_MLP] + l;
+    w->noise_logit = p[P_NOISE_LOGIT] + l * NH;
+    if (!m->acts_memory) return;
+    w->ln1 = a[A_LN1] + l * BT * C;
+    w->ln1_mean = a[A_LN1_MEAN] + l * BT;
+    w->ln1_rstd = a[A_LN1_RSTD] + l * BT;
+    w->qkv = a[A_QKV] + l * BT * 3 * C;
+    w->atty = a[A_ATTY] + l * BT * C;
+    w->att = a[A_ATT] + l * m->B * NH * TT;
+    w->attproj = a[A_ATTPROJ] + l * BT * C;
+    w->resid2 = a[A_RESID2] + l * BT * C;
+    w->ln2 = a[A_LN2] + l * BT * C;
+    w->ln2_mean = a[A_LN2_MEAN] + l * BT;
+    w->ln2_rstd = a[A_LN2_RSTD] + l * BT;
+    w->fch = a[A_FCH] + l * BT * 4 * C;
+    w->fch_gelu = a[A_FCH_GELU] + l * BT * 4 * C;
+    w->fcproj = a[A_FCPROJ] + l * BT * C;
+    w->resid3 = a[A_RESID3] + l * BT * C;
+}
+
+// ----------------------------------------------------------------------------
+// Single-token decoding with a key/value cache
+
+void kvcache_init(KVCache* kv, const GameConfig* cfg) {
+    size_t L = cfg->layers, C = cfg->channels, T = cfg->context;
+    kv->capacity = cfg->context;
+    kv->keys = xcalloc(L * T * C, sizeof(float), "key cache");
+    kv->values = xcalloc(L * T * C, sizeof(float), "value cache");
+    kv->x = xcalloc(C, sizeof(float), "decode state");
+    kv->xb = xcalloc(C, sizeof(float), "decode state");
+    kv->qkv = xcalloc(3 * C, sizeof(float), "decode state");
+    kv->atty = xcalloc(C, sizeof(float), "decode state");
+    kv->att = xcalloc((size_t)cfg->heads * T, sizeof(float), "decode state");
+    kv->hidden = xcalloc(4 * C, sizeof(float), "decode state");
+    kv->logits = xcalloc(cfg->vocab_size, sizeof(float), "decode state");
+}
+
+void kvcache_free(KVCache* kv) {
+    free(kv->keys);
+    free(kv->values);
+    free(kv->x);
+    free(kv->xb);
+    free(kv->qkv);
+    free(kv->atty);
+    free(kv->att);
+    free(kv->hidden);
+    free(kv->logits);
+    memset(kv, 0, sizeof(*kv));
+}
+
+float* model_decode(Model* m, KVCache* kv, int token, int pos) {
+    const GameConfig* cfg = &m->config;
+    int C = cfg->channels, NH = cfg->heads, hs = C / NH, V = cfg->vocab_size;
+    float** p = m->params.t;
+    float mean, rstd;
+    float scale = 1.0f / sqrtf((float)hs);
+
+    // embedding of this token at this position
+    for (int c = 0; c < C; c++)
+        kv->x[c] = p[P_WTE][(size_t)token * C + c] + p[P_WPE][(size_t)pos * C + c];
+
+    for (int l = 0; l < cfg->layers; l++) {
+        BlockViews w;
+        block_views(&w, m, l);
+        float* kcache = kv->keys + (size_t)l * kv->capacity * C;
+        float* vcache = kv->values + (size_t)l * kv->capacity * C;
+
+        // q, k, v of this position; k and v go into the cache
+        layernorm_forward(kv->xb, &mean, &rstd, kv->x, w.ln1w, w.ln1b, 1, C);
+        matvec_forward(kv->qkv, kv->xb, w.qkvw, w.qkvb, C, 3 * C);
+        memcpy(kcache + (size_t)pos * C, kv->qkv + C, C * sizeof(float));
+        memcpy(vcache + (size_t)pos * C, kv->qkv + 2 * C, C * sizeof(float));
+
+        // attention of this query over the cached positions 0..pos
+        for (int h = 0; h < NH; h++) {
+            const float* q = kv->qkv + h * hs;
+            float* a = kv->att + (size_t)h * kv->capacity;
+            float maxv = -INFINITY;
+            for (int t2 = 0; t2 <= pos; t2++) {
+                const float* k = kcache + (size_t)t2 * C + h * hs;
+                float s = 0.0f;
+                for (int i = 0; i < hs; i++) s += q[i] * k[i];
+                a[t2] = s * scale;
+                if (a[t2] > maxv) maxv = a[t2];
+            }
+            float sum = 0.0f;
+            for (int t2 = 0; t2 <= pos; t2++) {
+                a[t2] = expf(a[t2] - maxv);
+                sum += a[t2];
+            }
+            float* o = kv->atty + h * hs;
+            for (int i = 0; i < hs; i++) o[i] = 0.0f;
+            for (int t2 = 0; t2 <= pos; t2++) {
+                const float* v = vcache + (size_t)t2 * C + h * hs;
+                float wt = a[t2] / sum;
+                for (int i = 0; i < hs; i++) o[i] += wt * v[i];
+            }
+        }
+
+        // output projection and residual
+        matvec_forward(kv->xb, kv->atty, w.attprojw, w.attprojb, C, C);
+        for (int c = 0; c < C; c++) kv->x[c] += kv->xb[c];
+
+        // MLP and residual
+        layernorm_forward(kv->xb, &mean, &rstd, kv->x, w.ln2w, w.ln2b, 1, C);
+        matvec_forward(kv->hidden, kv->xb, w.fcw, w.fcb, C, 4 * C);
+        gelu_forward(kv->hidden, kv->hidden, 4 * (size_t)C);
+        matvec_forward(kv->xb, kv->hidden, w.fcprojw, w.fcprojb, 4 * C, C);
+        for (int c = 0; c < C; c++) kv->x[c] += kv->xb[c];
+    }
+
+    // final layernorm and the tied head
+    layernorm_forward(kv->xb, &mean, &rstd, kv->x, p[P_LNFW], p[P_LNFB], 1, C);
+    matvec_forward(kv->logits, kv->xb, p[P_WTE], NULL, C, V);
+    return kv->logits;
+}
+
+// ----------------------------------------------------------------------------
+// Loading a model from a checkpoint
+
+int model_from_checkpoint(Model* m, Tokenizer* tk, const Checkpoint* ck, char* err,
+                          size_t errlen) {
+    // the configuration and the vocabulary must agree with each other
+    const char* bad = config_check(&ck->config);
+    if (bad) {
+        snprintf(err, errlen, "the checkpoint's configuration is invalid: %s", bad);
+        return -1;
+    }
+    if (ckpt_check_vocab(ck, err, errlen) != 0) return -1;
+    int V = ck->config.vocab_size;
+    uint32_t* symbols = xmalloc((size_t)V * sizeof(uint32_t), "vocabulary");
+    if (ckpt_read_u32(ck, "VOCB", symbols, V, err, errlen) != 0 ||
+        tokenizer_from_symbols(tk, symbols, V, err, errlen) != 0) {
+        free(symbols);
+        return -1;
+    }
+    free(symbols);
+
+    // the parameters, whose count the configuration fixes
+    model_init(m, &ck->config);
+    if (ckpt_read_f32(ck, "PARM", m->params_memory, m->num_params, err, errlen) != 0) {
+        model_free(m);
+        tokenizer_free(tk);
+        return -1;
+    }
+    return 0;
+}
+
+int model_load(Model* m, Tokenizer* tk, Checkpoint* keep, const char* path, char* err,
+               size_t errlen) {
+    Checkpoint ck;
+    if (ckpt_load(&ck, path, err, errlen) != 0) return -1;
+    char inner[512];
+    if (model_from_checkpoint(m, tk, &ck, inner, sizeof(inner)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, inner);
+        ckpt_free_loaded(&ck);
+        return -1;
+    }
+    if (keep) *keep = ck;
+    else ckpt_free_loaded(&ck);
+    return 0;
+}

@@ -1,0 +1,158 @@
+// sampler.c: temperature, top-k and top-p (nucleus) sampling.
+#define _GNU_SOURCE // qsort_r
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ame.h"
+#include "game.h"
+#include "tokenizer.h"
+
+const char* sampler_check(float temperature, int top_k, float top_p, int vocab_size) {
+    if (!(temperature >= 0.0f) || !isfinite(temperature))
+        return "temperature must be a finite number >= 0 (0 picks the likeliest token)";
+    if (top_k < 0) return "top-k must be >= 0 (0 turns it off)";
+    if (vocab_size > 0 && top_k > vocab_size) return "top-k must not exceed the vocabulary size";
+    if (!(top_p > 0.0f && top_p <= 1.0f)) return "top-p must be in (0, 1] (1 turns it off)";
+    return NULL;
+}
+
+void sampler_init(Sampler* s, int vocab_size, float temperature, int top_k, float top_p,
+                  uint64_t seed) {
+    s->vocab_size = vocab_size;
+    s->temperature = temperature;
+    s->top_k = top_k;
+    s->top_p = top_p;
+    s->seed = seed;
+    s->draws = 0;
+    s->probs = xmalloc((size_t)vocab_size * sizeof(float), "sampler");
+    s->order = xmalloc((size_t)vocab_size * sizeof(int), "sampler");
+}
+
+void sampler_free(Sampler* s) {
+    free(s->probs);
+    free(s->order);
+    s->probs = NULL;
+    s->order = NULL;
+}
+
+int sampler_argmax(const float* logits, int V) {
+    int best = 0;
+    for (int v = 1; v < V; v++) if (logits[v] > logits[best]) best = v;
+    return best;
+}
+
+// qsort_r order over token ids: higher probability first, lower id first among
+// equals, so the order is fully determined.
+static int by_prob_desc(const void* a, const void* b, void* probs) {
+    const float* p = probs;
+    int i = *(const int*)a, j = *(const int*)b;
+    if (p[i] != p[j]) return p[i] > p[j] ? -1 : 1;
+    return i - j;
+}
+
+int sampler_sample(Sampler* s, const float* logits) {
+    int V = s->vocab_size;
+    for (int v = 0; v < V; v++) if (!isfinite(logits[v])) return -1;
+    if (s->temperature == 0.0f) return sampler_argmax(logits, V);
+
+    // softmax of logits / temperature
+    int top = sampler_argmax(logits, V);
+    float sum = 0.0f;
+    for (int v = 0; v < V; v++) {
+        s->probs[v] = expf((logits[v] - logits[top]) / s->temperature);
+        sum += s->probs[v];
+    }
+    for (int v = 0; v < V; v++) s->probs[v] /= sum;
+
+    // the candidate set: all tokens, or the top k, cut further to mass top_p
+    int n = V;
+    for (int v = 0; v < V; v++) s->order[v] = v;
+    if ((s->top_k > 0 && s->top_k < V) || s->top_p < 1.0f) {
+        qsort_r(s->order, V, sizeof(int), by_prob_desc, s->probs);
+        if (s->top_k > 0 && s->top_k < V) n = s->top_k;
+        if (s->top_p < 1.0f) {
+            float mass = 0.0f;
+            for (int i = 0; i < n; i++) {
+                mass += s->probs[s->order[i]];
+                if (mass >= s->top_p) {
+                    n = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+
+    // one uniform draw over the candidates' renormalised mass
+    float mass = 0.0f;
+    for (int i = 0; i < n; i++) mass += s->probs[s->order[i]];
+    float r = rng_uniform(rng_key(s->seed, s->draws++, RNG_SITE_SAMPLE), 0) * mass;
+    float cdf = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cdf += s->probs[s->order[i]];
+        if (r < cdf) return s->order[i];
+    }
+    return s->order[n - 1];
+}
+
+// ----------------------------------------------------------------------------
+// Generation with a sliding window over the KV cache
+
+typedef struct {
+    Model* m;
+    KVCache kv;
+    int* window; // (context) the tokens now in the cache, in position order
+    int len;     // how many
+} Window;
+
+// Runs one token at the next position, sliding the window first if it is full.
+static float* window_feed(Window* w, int token) {
+    int T = w->m->config.context;
+    if (w->len == T) {
+        int keep = T / 2;
+        memmove(w->window, w->window + T - keep, keep * sizeof(int));
+        for (int i = 0; i < keep; i++) model_decode(w->m, &w->kv, w->window[i], i);
+        w->len = keep;
+    }
+    w->window[w->len] = token;
+    return model_decode(w->m, &w->kv, token, w->len++);
+}
+
+long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long n_prompt,
+              long n_new, FILE* out) {
+    Window w = {m, {0}, NULL, 0};
+    kvcache_init(&w.kv, &m->config);
+    w.window = xmalloc((size_t)m->config.context * sizeof(int), "window");
+
+    // the prompt: its last `context` tokens, or a newline
+    float* logits = NULL;
+    long start = n_prompt > m->config.context ? n_prompt - m->config.context : 0;
+    for (long i = start; i < n_prompt; i++) logits = window_feed(&w, prompt[i]);
+    if (!logits) {
+        int nl = tokenizer_lookup(tk, '\n');
+        logits = window_feed(&w, nl >= 0 ? nl : 0);
+    }
+
+    // sample, print, feed back
+    long written = 0;
+    unsigned char buf[4];
+    for (long i = 0; i < n_new; i++) {
+        int token = sampler_sample(s, logits);
+        if (token < 0) {
+            fflush(out);
+            fprintf(stderr, "\nerror: the model produced a non-finite logit after %ld "
+                    "tokens; the checkpoint's weights are damaged or diverged\n", written);
+            written = -1;
+            break;
+        }
+        fwrite(buf, 1, tokenizer_token_utf8(tk, token, buf), out);
+        fflush(out);
+        written++;
+        if (i + 1 < n_new) logits = window_feed(&w, token);
+    }
+    free(w.window);
+    kvcache_free(&w.kv);
+    return written;
+}
