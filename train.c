@@ -28,10 +28,6 @@
 // Fixed-size chunks for deterministic parallel sums.
 #define REDUCE_CHUNK 4096
 
-// Generator sites of the evaluation batches (the others are in ame.h).
-#define RNG_SITE_EVAL_TRAIN 32
-#define RNG_SITE_EVAL_VAL 33
-
 // ----------------------------------------------------------------------------
 // Layers, backward direction
 
@@ -547,10 +543,6 @@ float lr_schedule(long step, long steps, long warmup, float lr, float min_lr) {
 // ----------------------------------------------------------------------------
 // Data: the text as token ids, split into training and validation parts
 
-typedef struct {
-    const int* tokens; // the split's token ids
-    size_t n;          // how many
-} Split;
 
 // Fills inputs and targets (B, T) with B windows of T + 1 consecutive tokens.
 // Window b starts at a position drawn from the counter generator keyed on
@@ -571,22 +563,6 @@ void batch_fill(int* inputs, int* targets, const Split* s, int B, int T, uint64_
 // ----------------------------------------------------------------------------
 // Options of the train program
 
-typedef struct {
-    const char* input;
-    const char* output;
-    int layers, heads, channels, context, batch;
-    long steps, warmup;
-    float lr, min_lr, weight_decay, clip, val_fraction;
-    float beta1, beta2, adam_eps;
-    uint64_t seed;
-    long eval_every;
-    int eval_batches, log_every, threads, sample_chars;
-    const char* game;
-    unsigned game_mask;
-    int dither;
-    const char* log_csv;
-    AmeParams ame;
-} TrainOptions;
 
 void train_options_default(TrainOptions* o) {
     memset(o, 0, sizeof(*o));
@@ -623,24 +599,6 @@ void train_options_default(TrainOptions* o) {
 // ----------------------------------------------------------------------------
 // The trainer: model, gradients, optimizer, GAME state and data
 
-typedef struct {
-    TrainOptions opt;
-    Model model;
-    Gradients grads;
-    AdamW adam;
-    AmeState ame;
-    Tokenizer tok;
-    int* tokens;      // the whole text as ids
-    size_t n_tokens;
-    Split train, val;
-    int *inputs, *targets; // (B, T) batch buffers
-    long step;             // steps completed
-    float best_val;        // best validation loss so far (INFINITY before any)
-    long best_step;
-    long skipped;          // steps skipped for a non-finite loss or gradient
-    float lr[MAX_GROUPS], beta1[MAX_GROUPS];
-    FILE* csv;
-} Trainer;
 
 // Mean loss over `batches` fixed batches of a split, noise off. The batches are
 // keyed on step 0 of their own site, so every evaluation sees the same text.

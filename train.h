@@ -5,8 +5,11 @@
 
 #include <stdint.h>
 
+#include <stdio.h>
+
 #include "ame.h"
 #include "game.h"
+#include "tokenizer.h"
 
 // ----------------------------------------------------------------------------
 // Layers, backward direction. Each takes the input gradients first (all
@@ -84,5 +87,78 @@ void adamw_step(AdamW* opt, float* params, const float* g, float grad_scale,
 // ----------------------------------------------------------------------------
 // Learning-rate schedule: linear warmup to lr, cosine decay to min_lr at `steps`.
 float lr_schedule(long step, long steps, long warmup, float lr, float min_lr);
+
+// ----------------------------------------------------------------------------
+// Data, options and the trainer
+
+// Generator sites of the evaluation batches (the others are in ame.h).
+#define RNG_SITE_EVAL_TRAIN 32
+#define RNG_SITE_EVAL_VAL 33
+
+// One part of the text as token ids.
+typedef struct {
+    const int* tokens; // the split's token ids
+    size_t n;          // how many
+} Split;
+
+// Fills inputs and targets (B, T) with B windows of T + 1 consecutive tokens of
+// s, drawn from the counter generator keyed on (seed, step, site).
+void batch_fill(int* inputs, int* targets, const Split* s, int B, int T, uint64_t seed,
+                uint64_t step, uint64_t site);
+
+// Everything the train program's flags set.
+typedef struct {
+    const char* input;
+    const char* output;
+    int layers, heads, channels, context, batch;
+    long steps, warmup;
+    float lr, min_lr, weight_decay, clip, val_fraction;
+    float beta1, beta2, adam_eps;
+    uint64_t seed;
+    long eval_every;
+    int eval_batches, log_every, threads, sample_chars;
+    const char* game;
+    unsigned game_mask;
+    int dither;
+    const char* log_csv;
+    AmeParams ame;
+} TrainOptions;
+
+void train_options_default(TrainOptions* o);
+
+// A training run: model, gradients, optimizer, GAME state and data.
+typedef struct {
+    TrainOptions opt;
+    Model model;
+    Gradients grads;
+    AdamW adam;
+    AmeState ame;
+    Tokenizer tok;
+    int* tokens;      // the whole text as ids
+    size_t n_tokens;
+    Split train, val;
+    int *inputs, *targets; // (B, T) batch buffers
+    long step;             // steps completed
+    float best_val;        // best validation loss so far (INFINITY before any)
+    long best_step;
+    long skipped;          // steps skipped for a non-finite loss or gradient
+    float lr[MAX_GROUPS], beta1[MAX_GROUPS];
+    FILE* csv;
+} Trainer;
+
+// Reads and encodes o->input, splits it, builds model and optimizer. Returns 0,
+// or -1 with a message naming the problem and the fix in err.
+int trainer_init(Trainer* tr, const TrainOptions* o, char* err, size_t errlen);
+void trainer_free(Trainer* tr);
+
+// One training step; returns its loss (a non-finite one skips the update and
+// counts in tr->skipped).
+float trainer_step(Trainer* tr);
+
+// Mean loss over the fixed evaluation batches of split s (noise off).
+float trainer_eval(Trainer* tr, const Split* s, uint64_t site);
+
+// Saves model, vocabulary, optimizer, GAME and training state atomically.
+int trainer_save(const Trainer* tr, const char* path, char* err, size_t errlen);
 
 #endif
