@@ -5,7 +5,7 @@ CC      ?= cc
 ifeq ($(CC),cc)
 CC      := gcc
 endif
-OPT     ?= -O3 -march=native
+OPT     ?= -O3 -march=native -mprefer-vector-width=512
 WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 CFLAGS  += $(OPT) $(WARN) -std=gnu11 -g
 LDLIBS  += -lm -lz

@@ -273,8 +273,8 @@ static void eta_update(AmeState* st, const AmeParams* p)
 // Raw one-step hypergradients and the cosine EMAs of every group.
 // With theta_t = theta_{t-1} - exp(a) u_{t-1}: dL_t/da = -alpha <g_t, u_{t-1}>.
 // With m_{t-1} = mu m_{t-2} + (1 - mu) g_{t-1}: dL_t/db = -alpha mu (1 - mu)
-// <g_t, d_{t-1}>; d is built by the trainer, and the derivative of Adam's bias
-// correction with respect to mu is neglected there.
+// <g_t, d_{t-1}>; d is built by the trainer, which ignores how Adam's bias
+// correction depends on mu (a small term that fades as training goes on).
 static void hypergrad_update(AmeState* st, const AmeParams* p, const AmeGroupStats* gs,
                              const float* alpha)
 {
@@ -329,7 +329,8 @@ double ame_gate_ste(double dl_db, double b_soft, double gate_tau)
 
 // One SGD step of the gate weights for last step's proposal. The first-order
 // effect of its jump on this step's loss is dL/db = sum_g kappa (zeta^a_g dL/da_g
-// + zeta^s_g dL/ds_g), known from this step's gradients whether or not it fired.
+// + zeta^s_g dL/ds_g), known from this step's gradients even when the gate stayed
+// shut, so every step trains the gate.
 //
 // The rate penalty is rho (ln m - ln r*)^2 with m the running mean of S(q), not
 // rho (m - r*)^2: both vanish at the target, but the squared difference has a
@@ -345,7 +346,8 @@ static void gate_learn(AmeState* st, const AmeParams* p)
     }
     double dl_db = 0.0;
     for (int g = 0; g < st->groups; g++) {
-        dl_db += p->jump_kappa * (pr->zeta_a[g] * st->dl_da[g] + pr->zeta_s[g] * st->dl_ds[g]);
+        dl_db += p->jump_kappa
+               * (pr->zeta_a[g] * st->dl_da[g] + pr->zeta_s[g] * st->dl_ds[g]);
     }
     double dl_dq = ame_gate_ste(dl_db, pr->b_soft, p->gate_tau);
     double m = st->rate_mean > 1e-12 ? st->rate_mean : 1e-12;
@@ -373,7 +375,7 @@ static double loss_trend(const AmeState* st, const AmeParams* p)
 // K times the slope before it, accepted with probability min(1, exp(-Delta / T)).
 // A rejection puts a and b back to their pre-jump values (so the C1 drift during
 // the trial is dropped too) and asks the caller to take the s shift back; the
-// weights are never restored.
+// weights keep whatever they learned during the trial.
 static void trial_judge(AmeState* st, const AmeParams* p, long step, AmeActions* out)
 {
     AmeTrial* tr = &st->trial;

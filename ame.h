@@ -1,5 +1,5 @@
 // ame.h: the model-independent half of GAME, the coefficients that evolve during
-// training (see docs and the spec for the mathematics).
+// training.
 //
 // Each parameter group g carries two coefficients that this module owns: a_g, the
 // log of its learning rate, and b_g, the logit of its momentum (Adam's beta1). A
@@ -148,7 +148,8 @@ typedef struct {
     double kappa_r;   // steepness of eta in d (2)
     double d0;        // centre of eta's sigmoid in d (-1)
     double eta_rate;  // largest change of eta per step (0.01)
-    double eta_init;  // eta before any loss was seen (1, the neutral value)
+    double eta_init;  // eta before C4 has moved it (1: every noise site runs at
+                      // its nominal sigma until the loss trend is known)
 
     // C3: gate, jumps and selection
     double gate_tau;    // binary-concrete temperature (2/3)

@@ -272,7 +272,7 @@ void encoder_forward(float* out, const int* inp, const float* wte, const float* 
 // row statistics mean (N) and rstd (N) for the backward pass.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
                        const float* w, const float* bias, int N, int C) {
-    #pragma omp parallel for
+    #pragma omp parallel for if (N > 16)
     for (int n = 0; n < N; n++) {
         const float* xr = x + (size_t)n * C;
         float* o = out + (size_t)n * C;
@@ -296,67 +296,89 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
 // Causal multi-head attention.
 // qkv (B, T, 3C) holds q, k, v of every position, head h at channels
 // [h hs, (h + 1) hs) of each third. For each query t the scores
-// S[t2] = q_t . k_t2 / sqrt(hs) over t2 <= t (the masked half is never touched),
-// plus the C5 logit noise eta sigma_{l,h} eps when noise_scale is not NULL,
-// go through a softmax into att (B, NH, T, T), and out (B, T, C) = att @ v.
+// S[t2] = q_t . k_t2 / sqrt(hs) over t2 <= t, plus the C5 logit noise
+// eta sigma_{l,h} eps when noise_scale (NH) is not NULL, go through a softmax
+// into att (B, NH, T, T), whose masked entries t2 > t are zero, and
+// out (B, T, C) = att @ v.
+//
+// Each (b, h) pair is two small matrix products, S = Q K^T and out = P V, done
+// in blocks of GEMM_TILE_M queries: a block only meets the keys up to its last
+// query, so the masked upper triangle is skipped but for the diagonal blocks.
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
                        int NH, const float* noise_scale, uint64_t noise_key) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C;
 
-    #pragma omp parallel for collapse(3) schedule(dynamic, 4)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            for (int t = 0; t < T; t++) {
-                const float* q = qkv + ((size_t)b * T + t) * C3 + h * hs;
-                float* a = att + (((size_t)b * NH + h) * T + t) * T;
+    #pragma omp parallel
+    {
+        float* kt = xmalloc((size_t)hs * T * sizeof(float), "attention scratch");
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < NH; h++) {
+                const float* q = qkv + (size_t)b * T * C3 + h * hs;
+                const float* k = q + C;
+                const float* v = q + 2 * C;
+                float* P = att + ((size_t)b * NH + h) * T * T;
+                float* o = out + (size_t)b * T * C + h * hs;
 
-                // scores of the unmasked keys t2 <= t, and their maximum
-                float maxv = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float* k = qkv + ((size_t)b * T + t2) * C3 + C + h * hs;
-                    float s = 0.0f;
-                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
-                    s *= scale;
+                // kt (hs, T) = k^T, so that the keys are the rows of a product
+                for (int t = 0; t < T; t++)
+                    for (int i = 0; i < hs; i++) kt[(size_t)i * T + t] = k[t * C3 + i];
+
+                // S = Q K^T, block by block of queries, over the keys they see
+                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                    int keys = t0 + rows;
+                    for (int r = 0; r < rows; r++)
+                        memset(P + (size_t)(t0 + r) * T, 0, keys * sizeof(float));
+                    gemm_serial(P + (size_t)t0 * T, T, q + t0 * C3, C3, 1, kt, T, rows,
+                                keys, hs);
+                }
+
+                // scale, noise, mask and softmax, row by row
+                for (int t = 0; t < T; t++) {
+                    float* a = P + (size_t)t * T;
+                    for (int t2 = 0; t2 <= t; t2++) a[t2] *= scale;
                     if (noise_scale) {
-                        size_t idx = (((size_t)b * NH + h) * T + t) * T + t2;
-                        s += noise_scale[h] * rng_normal(noise_key, idx);
+                        size_t base = (((size_t)b * NH + h) * T + t) * T;
+                        for (int t2 = 0; t2 <= t; t2++)
+                            a[t2] += noise_scale[h] * rng_normal(noise_key, base + t2);
                     }
-                    a[t2] = s;
-                    if (s > maxv) maxv = s;
+                    float maxv = -INFINITY;
+                    for (int t2 = 0; t2 <= t; t2++) maxv = a[t2] > maxv ? a[t2] : maxv;
+                    float sum = 0.0f;
+                    #pragma omp simd reduction(+ : sum)
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        a[t2] = fast_expf(a[t2] - maxv);
+                        sum += a[t2];
+                    }
+                    float inv = 1.0f / sum;
+                    for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+                    for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
                 }
 
-                // softmax over the unmasked keys
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    a[t2] = expf(a[t2] - maxv);
-                    sum += a[t2];
-                }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
-
-                // weighted sum of the values
-                float* o = out + ((size_t)b * T + t) * C + h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
-                    float w = a[t2];
-                    for (int i = 0; i < hs; i++) o[i] += w * v[i];
+                // out = P V, each block of queries over the values it sees
+                for (int t = 0; t < T; t++) memset(o + (size_t)t * C, 0, hs * sizeof(float));
+                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                    gemm_serial(o + (size_t)t0 * C, C, P + (size_t)t0 * T, T, 1, v, C3, rows,
+                                hs, t0 + rows);
                 }
             }
         }
+        free(kt);
     }
 }
 
 // GELU, tanh form (as GPT-2): out = 0.5 x (1 + tanh(k (x + 0.044715 x^3))),
 // k = sqrt(2 / pi). x and out are (N).
 void gelu_forward(float* out, const float* x, size_t N) {
-    #pragma omp parallel for
+    #pragma omp parallel for simd if (N > 16384)
     for (size_t i = 0; i < N; i++) {
         float xi = x[i];
         float u = GELU_K * (xi + GELU_C * xi * xi * xi);
-        out[i] = 0.5f * xi * (1.0f + tanhf(u));
+        out[i] = 0.5f * xi * (1.0f + fast_tanhf(u));
     }
 }
 
@@ -439,11 +461,15 @@ void head_forward(float* probs, float* losses, float* headin, float* logits_out,
         float maxv = p[0];
         for (int v = 1; v < V; v++) if (p[v] > maxv) maxv = p[v];
         float sum = 0.0f;
-        for (int v = 0; v < V; v++) sum += expf(p[v] - maxv);
-        float logsum = logf(sum) + maxv;
-        if (targets) losses[n] = logsum - p[targets[n]];
+        float target_logit = targets ? p[targets[n]] : 0.0f;
+        #pragma omp simd reduction(+ : sum)
+        for (int v = 0; v < V; v++) {
+            p[v] = fast_expf(p[v] - maxv);
+            sum += p[v];
+        }
+        if (targets) losses[n] = logf(sum) + maxv - target_logit;
         float inv = 1.0f / sum;
-        for (int v = 0; v < V; v++) p[v] = expf(p[v] - maxv) * inv;
+        for (int v = 0; v < V; v++) p[v] *= inv;
     }
 }
 

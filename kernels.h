@@ -7,7 +7,54 @@
 #ifndef KERNELS_H
 #define KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+// exp(x) for float, written so that loops over it vectorise (libm's expf is a
+// function call the compiler cannot vectorise). exp(x) = 2^n exp(r) with
+// n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2], where a degree-7
+// Taylor polynomial is accurate to about 1e-8 relative; 2^n is built in the
+// exponent bits. Inputs are clamped to [-87, 88], where 2^n stays a normal
+// float, so exp of a very negative number is about 1e-38 rather than 0; a NaN
+// stays NaN. (fminf, fmaxf and floorf would block vectorisation: plain
+// comparisons and the round-to-nearest trick of adding 1.5 * 2^23 do not.)
+static inline float fast_expf(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
+// tanh(x) = 1 - 2 / (exp(2x) + 1), exact at the limits +-1, with an absolute
+// error of a few 1e-8 (what GELU needs: it uses 1 + tanh).
+static inline float fast_tanhf(float x) {
+    return 1.0f - 2.0f / (fast_expf(2.0f * x) + 1.0f);
+}
+
+// C (M, N) += A (M, K) @ B (K, N) on the calling thread alone, with C and B
+// row-major (leading dimensions ldc, ldb) and A read as A(i, k) = A[i a_rs +
+// k a_ks], so a_rs = 1 reads a transposed matrix. For the small products inside
+// attention, which runs its (batch, head) pairs in parallel itself.
+void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
+                 const float* B, size_t ldb, int M, int N, int K);
+
+// The tile height of gemm_serial: the causal attention computes the scores in
+// row blocks of this many queries, each against the keys up to the block's end.
+#define GEMM_TILE_M 8
 
 // out (N, OC) = inp (N, IC) @ w^T + bias; bias may be NULL.
 void matmul_forward(float* out, const float* inp, const float* w, const float* bias,

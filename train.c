@@ -93,15 +93,17 @@ void layernorm_backward(float* dx, float* dw, float* dbias, const float* dout,
     }
 }
 
-// forward, per (b, h, query t), over keys t2 <= t:
-//   S[t2] = q_t . k_t2 / sqrt(hs) + eta sigma_h eps[t2],  P = softmax(S),
-//   out_t = sum_t2 P[t2] v_t2.
+// forward, per (b, h), over keys t2 <= t of each query t:
+//   S = Q K^T / sqrt(hs) + eta sigma_h eps,  P = softmax(S) row by row,
+//   out = P V.
 // backward:
-//   dP[t2] = dout_t . v_t2,          dv_t2 += P[t2] dout_t,
-//   dS[t2] = P[t2] (dP[t2] - sum_j P[j] dP[j]),
-//   dq_t += sum_t2 dS[t2] k_t2 / sqrt(hs),  dk_t2 += dS[t2] q_t / sqrt(hs),
-//   ds_h += sum dS[t2] * eta sigma_h eps[t2]   (s_h = log sigma_h).
-// Each (b, h) owns its slices of dq, dk, dv, so those pairs run in parallel.
+//   dP = dout V^T,                     dV += P^T dout,
+//   dS = P * (dP - rowsum(P * dP)),
+//   dQ += dS K / sqrt(hs),             dK += dS^T Q / sqrt(hs),
+//   ds_h += sum dS * eta sigma_h eps   (s_h = log sigma_h).
+// The products run in blocks of GEMM_TILE_M rows that stop at the diagonal,
+// as in the forward. Each (b, h) owns its slices of dq, dk, dv, so the pairs
+// run in parallel.
 void attention_backward(float* dqkv, float* dnoise, const float* dout, const float* qkv,
                         const float* att, int B, int T, int C, int NH,
                         const float* noise_scale, uint64_t noise_key) {
@@ -112,55 +114,69 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
 
     #pragma omp parallel
     {
-        float* dS = xmalloc((size_t)T * sizeof(float), "attention scratch");
+        float* vt = xmalloc((size_t)hs * T * sizeof(float), "attention scratch");
+        float* dS = xmalloc((size_t)T * T * sizeof(float), "attention scratch");
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
+                size_t off = (size_t)b * T * C3 + h * hs;
+                const float *q = qkv + off, *k = q + C, *v = q + 2 * C;
+                float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
+                const float* P = att + ((size_t)b * NH + h) * T * T;
+                const float* d = dout + (size_t)b * T * C + h * hs;
+
+                // dP = dout V^T (into dS), blocks of queries up to the diagonal
+                for (int t = 0; t < T; t++)
+                    for (int i = 0; i < hs; i++) vt[(size_t)i * T + t] = v[t * C3 + i];
+                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                    for (int r = 0; r < rows; r++)
+                        memset(dS + (size_t)(t0 + r) * T, 0, (t0 + rows) * sizeof(float));
+                    gemm_serial(dS + (size_t)t0 * T, T, d + (size_t)t0 * C, C, 1, vt, T,
+                                rows, t0 + rows, hs);
+                }
+
+                // dV += P^T dout: rows t2 of a block meet the queries t >= t0
+                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                    gemm_serial(dv + (size_t)t0 * C3, C3, P + (size_t)t0 * T + t0, 1, T,
+                                d + (size_t)t0 * C, C, rows, hs, T - t0);
+                }
+
+                // the softmax's backward, the noise gradient, and the 1/sqrt(hs)
                 double ds = 0.0;
                 for (int t = 0; t < T; t++) {
-                    const float* P = att + (((size_t)b * NH + h) * T + t) * T;
-                    const float* d = dout + ((size_t)b * T + t) * C + h * hs;
-                    const float* q = qkv + ((size_t)b * T + t) * C3 + h * hs;
-                    float* dq = dqkv + ((size_t)b * T + t) * C3 + h * hs;
-
-                    // dP and dv, then the softmax's backward into dS
-                    float dot_pdp = 0.0f;
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        size_t row = ((size_t)b * T + t2) * C3;
-                        const float* v = qkv + row + 2 * C + h * hs;
-                        float* dv = dqkv + row + 2 * C + h * hs;
-                        float dp = 0.0f;
-                        for (int i = 0; i < hs; i++) {
-                            dp += d[i] * v[i];
-                            dv[i] += P[t2] * d[i];
-                        }
-                        dS[t2] = dp;
-                        dot_pdp += P[t2] * dp;
-                    }
-                    for (int t2 = 0; t2 <= t; t2++) dS[t2] = P[t2] * (dS[t2] - dot_pdp);
-
-                    // the noise scale's gradient, with eps regenerated
+                    const float* p = P + (size_t)t * T;
+                    float* g = dS + (size_t)t * T;
+                    float dot = 0.0f;
+                    for (int t2 = 0; t2 <= t; t2++) dot += p[t2] * g[t2];
+                    for (int t2 = 0; t2 <= t; t2++) g[t2] = p[t2] * (g[t2] - dot);
                     if (noise_scale) {
                         size_t base = (((size_t)b * NH + h) * T + t) * T;
                         for (int t2 = 0; t2 <= t; t2++)
-                            ds += dS[t2] * noise_scale[h] * rng_normal(noise_key, base + t2);
+                            ds += g[t2] * noise_scale[h] * rng_normal(noise_key, base + t2);
                     }
-
-                    // through the scaled dot products into dq and dk
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        size_t row = ((size_t)b * T + t2) * C3;
-                        const float* k = qkv + row + C + h * hs;
-                        float* dk = dqkv + row + C + h * hs;
-                        float g = dS[t2] * scale;
-                        for (int i = 0; i < hs; i++) {
-                            dq[i] += g * k[i];
-                            dk[i] += g * q[i];
-                        }
-                    }
+                    for (int t2 = 0; t2 <= t; t2++) g[t2] *= scale;
+                    for (int t2 = t + 1; t2 < T; t2++) g[t2] = 0.0f;
                 }
                 if (ds_part) ds_part[(size_t)b * NH + h] = ds;
+
+                // dQ += dS K, blocks of queries over the keys they saw
+                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                    gemm_serial(dq + (size_t)t0 * C3, C3, dS + (size_t)t0 * T, T, 1, k, C3,
+                                rows, hs, t0 + rows);
+                }
+
+                // dK += dS^T Q: keys of a block meet the queries t >= t0
+                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                    gemm_serial(dk + (size_t)t0 * C3, C3, dS + (size_t)t0 * T + t0, 1, T,
+                                q + (size_t)t0 * C3, C3, rows, hs, T - t0);
+                }
             }
         }
+        free(vt);
         free(dS);
     }
 
@@ -178,11 +194,11 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
 // forward: out = 0.5 x (1 + tanh(u)), u = k (x + c x^3)
 // d out/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)
 void gelu_backward(float* dx, const float* x, const float* dout, size_t N) {
-    #pragma omp parallel for
+    #pragma omp parallel for simd
     for (size_t i = 0; i < N; i++) {
         float xi = x[i];
         float u = GELU_K * (xi + GELU_C * xi * xi * xi);
-        float th = tanhf(u);
+        float th = fast_tanhf(u);
         float local = 0.5f * (1.0f + th) +
                       0.5f * xi * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * xi * xi);
         dx[i] += local * dout[i];
@@ -725,8 +741,9 @@ float trainer_step(Trainer* tr) {
     AmeActions act;
     memset(&act, 0, sizeof(act));
     if (mask) {
+        // tr->lr still holds the rates that moved the weights last step, which
+        // the hypergradient dL/da = -alpha <g_t, u_{t-1}> needs
         float shape = base / o->lr;
-        for (int g = 0; g < G; g++) tr->lr[g] = ame_lr(&tr->ame, g, shape);
         ame_step(&tr->ame, &o->ame, tr->step, o->steps, loss, stats, tr->lr, &act);
         for (int g = 0; g < G; g++) {
             tr->lr[g] = (mask & AME_C1) ? ame_lr(&tr->ame, g, shape) : base;
@@ -917,7 +934,7 @@ static void usage(FILE* f, const TrainOptions* d) {
         "      --steps N           training steps (default %ld)\n"
         "      --lr F              peak learning rate (default %g)\n"
         "      --min-lr F          final learning rate of the cosine (default %g)\n"
-        "      --warmup N          linear warmup steps (default %ld)\n"
+        "      --warmup N          linear warmup steps (default %ld, at most steps/10)\n"
         "      --weight-decay F    AdamW decay of the matrices (default %g)\n"
         "      --clip F            gradient-norm clip, 0 for none (default %g)\n"
         "      --seed N            seed of initialisation, batches and noise (default %llu)\n"
@@ -996,7 +1013,7 @@ static void parse_options(TrainOptions* o, int argc, char** argv) {
         {0, 0, 0, 0},
     };
     TrainOptions defaults = *o;
-    int c;
+    int c, warmup_given = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":i:o:h", longs, NULL)) != -1) {
         switch (c) {
@@ -1010,7 +1027,10 @@ static void parse_options(TrainOptions* o, int argc, char** argv) {
         case OPT_STEPS: o->steps = parse_long("steps", optarg, 1, 1L << 40); break;
         case OPT_LR: o->lr = parse_float("lr", optarg, 1e-12, 1e3); break;
         case OPT_MIN_LR: o->min_lr = parse_float("min-lr", optarg, 0, 1e3); break;
-        case OPT_WARMUP: o->warmup = parse_long("warmup", optarg, 0, 1L << 40); break;
+        case OPT_WARMUP:
+            o->warmup = parse_long("warmup", optarg, 0, 1L << 40);
+            warmup_given = 1;
+            break;
         case OPT_WD: o->weight_decay = parse_float("weight-decay", optarg, 0, 1e3); break;
         case OPT_CLIP: o->clip = parse_float("clip", optarg, 0, 1e12); break;
         case OPT_SEED:
@@ -1063,6 +1083,7 @@ static void parse_options(TrainOptions* o, int argc, char** argv) {
         fprintf(stderr, "error: --min-lr %g is above --lr %g\n", o->min_lr, o->lr);
         exit(EXIT_FAILURE);
     }
+    if (!warmup_given && o->warmup > o->steps / 10) o->warmup = o->steps / 10;
     if (o->warmup > o->steps) {
         fprintf(stderr, "error: --warmup %ld is longer than --steps %ld\n", o->warmup,
                 o->steps);

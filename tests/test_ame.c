@@ -25,6 +25,19 @@ static float synthetic_loss(long t, double level, double slope, double noise)
     return (float)(level + slope * (double)t + noise * rng_normal(key, 0));
 }
 
+// Random statistics for G groups at step t: cosines with u and d drawn from the
+// generator (unit norms), ds of scale ds_scale.
+static void random_stats(AmeGroupStats* gs, int G, uint64_t seed, long t, double ds_scale)
+{
+    uint64_t key = rng_key(seed, (uint64_t)t, RNG_SITE_BATCH);
+    for (int g = 0; g < G; g++) {
+        uint64_t i = 3 * (uint64_t)g;
+        gs[g] = (AmeGroupStats){.g_dot_u = 0.5 * rng_normal(key, i), .g_norm2 = 1.0,
+                                .u_norm2 = 1.0, .g_dot_d = 0.5 * rng_normal(key, i + 1),
+                                .d_norm2 = 1.0, .ds = ds_scale * rng_normal(key, i + 2)};
+    }
+}
+
 // Fresh state with the given mask and defaults; p receives the parameters.
 static AmeState* new_state(AmeParams* p, int groups, unsigned mask, float lr)
 {
@@ -248,11 +261,7 @@ Test(ame, mask_zero_changes_nothing)
     AmeGroupStats gs[10];
     AmeActions act;
     for (long t = 0; t < 2000; t++) {
-        uint64_t key = rng_key(5, (uint64_t)t, RNG_SITE_BATCH);
-        for (int g = 0; g < 10; g++) {
-            gs[g] = (AmeGroupStats){rng_normal(key, 6 * g), 1.0, 1.0, rng_normal(key, 6 * g + 1),
-                                    1.0, rng_normal(key, 6 * g + 2)};
-        }
+        random_stats(gs, 10, 5, t, 1.0);
         ame_step(st, &p, t, 2000, synthetic_loss(t, 2.0, 0.0, 0.1), gs, NULL, &act);
         cr_assert(!act.jumped && !act.restored && act.s_shift[0] == 0.0f);
     }
@@ -330,8 +339,8 @@ Test(ame, gate_fires_near_target_rate)
         }
         double rate = (double)st->gate_fires / (double)st->proposals;
         cr_assert_eq(st->proposals, steps);
-        cr_assert(rate > 1.0 / 750 && rate < 1.0 / 333, "gate rate %g (noisy %d), target 0.002", rate,
-                  noisy);
+        cr_assert(rate > 1.0 / 750 && rate < 1.0 / 333, "gate rate %g (noisy %d), target %g",
+                  rate, noisy, 1.0 / 500);
         cr_assert(st->jumps_proposed > 0 && st->jumps_proposed <= st->gate_fires);
         free(st);
     }
@@ -553,11 +562,7 @@ Test(ame, serialisation_round_trip_is_exact)
     AmeActions act;
     long t = 0;
     for (; t < 3000; t++) {
-        uint64_t key = rng_key(3, (uint64_t)t, RNG_SITE_BATCH);
-        for (int g = 0; g < 10; g++) {
-            gs[g] = (AmeGroupStats){rng_normal(key, 6 * g), 1.0, 1.0, rng_normal(key, 6 * g + 1),
-                                    1.0, 0.01 * rng_normal(key, 6 * g + 2)};
-        }
+        random_stats(gs, 10, 3, t, 0.01);
         if (t == 2990) {
             st->gate_w[AME_GATE_FEATURES - 1] = 40.0;
         }
