@@ -8,7 +8,7 @@ endif
 OPT     ?= -O3 -march=native -mprefer-vector-width=512
 WARN    := -Wall -Wextra -Wshadow -Wno-unknown-pragmas
 CFLAGS  += $(OPT) $(WARN) -std=gnu11 -g
-LDLIBS  += -lm -lz
+LDLIBS  += -lm -lz -lstb
 
 # OpenMP: on unless NO_OMP=1; detected with a probe compile.
 ifeq ($(NO_OMP),1)
@@ -22,7 +22,7 @@ $(info OpenMP: not found, building single-threaded)
 endif
 endif
 
-LIB_SRC := game.c kernels.c sampler.c tokenizer.c weights.c ame.c
+LIB_SRC := game.c kernels.c sampler.c tokenizer.c weights.c ame.c plot.c
 LIB_OBJ := $(LIB_SRC:.c=.o)
 HEADERS := $(wildcard *.h)
 TEST_SRC := $(wildcard tests/*.c)
@@ -32,7 +32,7 @@ TEST_SRC := $(wildcard tests/*.c)
 all: deps train run
 
 # Debian packages the build and the tests need; installed when missing.
-DEB_PACKAGES := libcriterion-dev zlib1g-dev
+DEB_PACKAGES := libcriterion-dev zlib1g-dev libstb-dev
 deps:
 	@missing=""; \
 	for p in $(DEB_PACKAGES); do \

@@ -24,6 +24,7 @@ typedef struct {
     uint64_t seed;
     const char* prompt;      // -i TEXT
     const char* prompt_file; // -f FILE
+    int no_cache;            // --no-cache: recompute the window for every token
 } RunOptions;
 
 void run_options_default(RunOptions* o) {
@@ -75,6 +76,8 @@ static void usage(FILE* f, const RunOptions* d) {
         "%llu)\n"
         "  -i, --prompt TEXT     text to continue\n"
         "  -f, --prompt-file F   read the text to continue from a file\n"
+        "      --no-cache        recompute the whole window for every token instead of\n"
+        "                        using the key/value cache (slower; for comparisons)\n"
         "  -h, --help            this text\n\n"
         "example: run model.bin -n 300 -t 0.8 -i \"ROMEO:\"\n",
         d->tokens, d->temperature, d->top_k, d->top_p, (unsigned long long)d->seed);
@@ -102,6 +105,7 @@ static void parse_options(RunOptions* o, int argc, char** argv) {
         {"seed", required_argument, 0, 's'},
         {"prompt", required_argument, 0, 'i'},
         {"prompt-file", required_argument, 0, 'f'},
+        {"no-cache", no_argument, 0, 'N'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -117,6 +121,7 @@ static void parse_options(RunOptions* o, int argc, char** argv) {
         case 's': o->seed = (uint64_t)parse_number("-s", optarg, 0, 9e15, 1); break;
         case 'i': o->prompt = optarg; break;
         case 'f': o->prompt_file = optarg; break;
+        case 'N': o->no_cache = 1; break;
         case 'h': usage(stdout, &defaults); exit(EXIT_SUCCESS);
         case ':':
             fprintf(stderr, "error: %s needs a value; see run --help\n", argv[optind - 1]);
@@ -188,6 +193,7 @@ int main(int argc, char** argv) {
     // generate, timing the whole loop
     Sampler s;
     sampler_init(&s, tk.size, o.temperature, o.top_k, o.top_p, o.seed);
+    s.no_cache = o.no_cache;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     long written = generate(&m, &tk, &s, ids, n_ids, o.tokens, stdout);

@@ -27,6 +27,7 @@ void sampler_init(Sampler* s, int vocab_size, float temperature, int top_k, floa
     s->top_p = top_p;
     s->seed = seed;
     s->draws = 0;
+    s->no_cache = 0;
     s->probs = xmalloc((size_t)vocab_size * sizeof(float), "sampler");
     s->order = xmalloc((size_t)vocab_size * sizeof(int), "sampler");
 }
@@ -103,28 +104,40 @@ int sampler_sample(Sampler* s, const float* logits) {
 typedef struct {
     Model* m;
     KVCache kv;
-    int* window; // (context) the tokens now in the cache, in position order
-    int len;     // how many
+    int* window;    // (context) the tokens now in the cache, in position order
+    int len;        // how many
+    int no_cache;   // recompute the window with the full forward instead
+    float* logits;  // (context, V) the full forward's logits, without the cache
 } Window;
 
 // Runs one token at the next position, sliding the window first if it is full.
+// Returns the logits (V) for the token after it.
 static float* window_feed(Window* w, int token) {
-    int T = w->m->config.context;
+    int T = w->m->config.context, V = w->m->config.vocab_size;
     if (w->len == T) {
         int keep = T / 2;
         memmove(w->window, w->window + T - keep, keep * sizeof(int));
-        for (int i = 0; i < keep; i++) model_decode(w->m, &w->kv, w->window[i], i);
+        if (!w->no_cache)
+            for (int i = 0; i < keep; i++) model_decode(w->m, &w->kv, w->window[i], i);
         w->len = keep;
     }
-    w->window[w->len] = token;
-    return model_decode(w->m, &w->kv, token, w->len++);
+    w->window[w->len++] = token;
+    if (!w->no_cache) return model_decode(w->m, &w->kv, token, w->len - 1);
+
+    // without the cache: the whole window again, keeping its last row
+    model_forward(w->m, w->window, NULL, 1, w->len, w->logits);
+    return w->logits + (size_t)(w->len - 1) * V;
 }
 
 long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long n_prompt,
               long n_new, FILE* out) {
-    Window w = {m, {0}, NULL, 0};
+    Window w = {m, {0}, NULL, 0, s->no_cache, NULL};
     kvcache_init(&w.kv, &m->config);
     w.window = xmalloc((size_t)m->config.context * sizeof(int), "window");
+    if (w.no_cache) {
+        size_t n = (size_t)m->config.context * m->config.vocab_size;
+        w.logits = xmalloc(n * sizeof(float), "window logits");
+    }
 
     // the prompt: its last `context` tokens, or a newline
     float* logits = NULL;
@@ -153,6 +166,7 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
         if (i + 1 < n_new) logits = window_feed(&w, token);
     }
     free(w.window);
+    free(w.logits);
     kvcache_free(&w.kv);
     return written;
 }

@@ -12,6 +12,7 @@ typedef struct {
     float top_p;       // keep the smallest most-likely set whose mass reaches p; 1 keeps all
     uint64_t seed;     // the draws are keyed on (seed, draw number)
     uint64_t draws;    // draws made so far
+    int no_cache;      // generate() recomputes the whole window per token (for benchmarks)
     float* probs;      // (V) scratch
     int* order;        // (V) scratch: token ids sorted by probability
 } Sampler;

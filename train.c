@@ -10,23 +10,53 @@
 #include "train.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "kernels.h"
+#include "plot.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "weights.h"
 
+// Consecutive non-finite steps after which training stops as diverged.
+#define MAX_CONSECUTIVE_SKIPS 10
+
 // Fixed-size chunks for deterministic parallel sums.
 #define REDUCE_CHUNK 4096
+
+// The GAME constants that --game-set NAME=VALUE can change, with their places
+// in AmeParams (see ame.h for what each one does and its default).
+typedef struct {
+    const char* name;
+    size_t offset;
+    int is_int;
+} AmeField;
+
+#define AME_FIELD(f) {#f, offsetof(AmeParams, f), 0}
+static const AmeField AME_FIELDS[] = {
+    AME_FIELD(beta_a), AME_FIELD(beta_b), AME_FIELD(tau), AME_FIELD(cos_ema),
+    AME_FIELD(a_min), AME_FIELD(a_max), AME_FIELD(mu_min), AME_FIELD(mu_max),
+    AME_FIELD(s_min), AME_FIELD(s_max), AME_FIELD(sigma0), AME_FIELD(lambda_h),
+    AME_FIELD(loss_fast), AME_FIELD(loss_slow), AME_FIELD(loss_var), AME_FIELD(eta_min),
+    AME_FIELD(eta_max), AME_FIELD(kappa_r), AME_FIELD(d0), AME_FIELD(eta_rate),
+    AME_FIELD(eta_init), AME_FIELD(gate_tau), AME_FIELD(jump_kappa),
+    AME_FIELD(rate_target), AME_FIELD(rate_weight), AME_FIELD(rate_ema),
+    AME_FIELD(gate_lr), {"trial_steps", offsetof(AmeParams, trial_steps), 1},
+    AME_FIELD(temperature),
+};
+#define NUM_AME_FIELDS ((int)(sizeof(AME_FIELDS) / sizeof(AME_FIELDS[0])))
 
 // ----------------------------------------------------------------------------
 // Layers, backward direction
@@ -609,6 +639,7 @@ void train_options_default(TrainOptions* o) {
     o->game_mask = 0;
     o->dither = 1;
     o->log_csv = NULL;
+    o->save_every = 500;
     ame_params_default(&o->ame);
 }
 
@@ -701,6 +732,126 @@ static float mean_sigma(const Model* m, int tensor) {
     return (float)(s / m->param_sizes[tensor]);
 }
 
+void trainer_csv_header(Trainer* tr) {
+    const GameConfig* c = &tr->model.config;
+    char name[32];
+    fprintf(tr->csv, "step,loss,grad_norm,eta");
+    for (int g = 0; g < num_groups(c); g++) {
+        group_name(c, g, name, sizeof(name));
+        fprintf(tr->csv, ",lr_%s", name);
+    }
+    for (int g = 0; g < num_groups(c); g++) {
+        group_name(c, g, name, sizeof(name));
+        fprintf(tr->csv, ",mu_%s", name);
+    }
+    fprintf(tr->csv, ",sigma_att,sigma_mlp,sigma_logit,sigma_head,plateau,"
+            "gate_prob,jumps_proposed,jumps_accepted\n");
+}
+
+// One line of the CSV trace: what this step used and where GAME stands.
+static void trainer_csv_row(Trainer* tr, float loss, float norm) {
+    const Model* m = &tr->model;
+    int G = num_groups(&m->config);
+    fprintf(tr->csv, "%ld,%.6f,%.6f,%.4f", tr->step + 1, loss, norm, ame_eta(&tr->ame));
+    for (int g = 0; g < G; g++) fprintf(tr->csv, ",%.6g", tr->lr[g]);
+    for (int g = 0; g < G; g++) fprintf(tr->csv, ",%.4f", tr->beta1[g]);
+    fprintf(tr->csv, ",%.5f,%.5f,%.5f,%.6f", mean_sigma(m, P_NOISE_ATT),
+            mean_sigma(m, P_NOISE_MLP), mean_sigma(m, P_NOISE_LOGIT),
+            mean_sigma(m, P_NOISE_HEAD));
+    fprintf(tr->csv, ",%.5f,%.5f,%ld,%ld\n", tr->ame.plateau, tr->ame.prop.prob,
+            tr->ame.jumps_proposed, tr->ame.jumps_accepted);
+}
+
+float trainer_mean_sigma(const Trainer* tr) {
+    const Model* m = &tr->model;
+    return 0.5f * (mean_sigma(m, P_NOISE_ATT) + mean_sigma(m, P_NOISE_MLP));
+}
+
+// Adds this step to the plot's history, thinning it by half when it is full.
+static void history_add(Trainer* tr, float loss) {
+    History* h = tr->history;
+    if (!h) h = tr->history = xcalloc(1, sizeof(History), "history");
+    if (h->stride == 0) h->stride = 1;
+    if ((tr->step + 1) % h->stride != 0) return;
+    if (h->n == HISTORY_POINTS) {
+        int G = num_groups(&tr->model.config);
+        for (int i = 0; 2 * i + 1 < h->n; i++) {
+            int j = 2 * i + 1;
+            h->step[i] = h->step[j], h->loss[i] = h->loss[j], h->eta[i] = h->eta[j];
+            h->sigma[i] = h->sigma[j], h->jumps[i] = h->jumps[j], h->kept[i] = h->kept[j];
+            for (int g = 0; g < G; g++) h->lr[g][i] = h->lr[g][j];
+        }
+        h->n /= 2;
+        h->stride *= 2;
+        if ((tr->step + 1) % h->stride != 0) return;
+    }
+    int i = h->n++;
+    h->step[i] = (float)(tr->step + 1);
+    h->loss[i] = loss;
+    h->eta[i] = ame_eta(&tr->ame);
+    h->sigma[i] = trainer_mean_sigma(tr);
+    h->jumps[i] = (float)tr->ame.jumps_proposed;
+    h->kept[i] = (float)tr->ame.jumps_accepted;
+    for (int g = 0; g < num_groups(&tr->model.config); g++) h->lr[g][i] = tr->lr[g];
+}
+
+void trainer_record_eval(Trainer* tr, float train_loss, float val_loss) {
+    History* h = tr->history;
+    if (!h) h = tr->history = xcalloc(1, sizeof(History), "history");
+    if (h->n_evals == HISTORY_EVALS) return;
+    h->eval_step[h->n_evals] = (float)tr->step;
+    h->eval_train[h->n_evals] = train_loss;
+    h->eval_val[h->n_evals++] = val_loss;
+}
+
+int trainer_plot(const Trainer* tr, const char* path, char* err, size_t errlen) {
+    const History* h = tr->history;
+    if (!h) {
+        snprintf(err, errlen, "nothing to plot yet");
+        return -1;
+    }
+    const GameConfig* c = &tr->model.config;
+    int G = num_groups(c);
+    char names[MAX_GROUPS][16];
+
+    // losses: the minibatch loss of each recorded step, and the evaluations
+    PlotSeries loss[3] = {
+        {"minibatch", h->step, h->loss, h->n, 0xb8c4d6},
+        {"train (eval)", h->eval_step, h->eval_train, h->n_evals, 0x1f77b4},
+        {"validation", h->eval_step, h->eval_val, h->n_evals, 0xd62728},
+    };
+
+    // learning rates of the groups
+    PlotSeries lr[MAX_GROUPS];
+    for (int g = 0; g < G; g++) {
+        group_name(c, g, names[g], sizeof(names[g]));
+        lr[g] = (PlotSeries){names[g], h->step, h->lr[g], h->n, 0};
+    }
+
+    // GAME's strength and noise, and its jumps
+    PlotSeries eta[2] = {
+        {"eta (strength)", h->step, h->eta, h->n, 0x2ca02c},
+        {"mean sigma (C2)", h->step, h->sigma, h->n, 0x9467bd},
+    };
+    PlotSeries jumps[2] = {
+        {"jumps made", h->step, h->jumps, h->n, 0xff7f0e},
+        {"jumps kept", h->step, h->kept, h->n, 0x8c564b},
+    };
+    PlotPanel panels[4] = {
+        {"loss", "step", "cross-entropy (nats)", 0, loss, 3},
+        {"learning rate per group", "step", "learning rate", 1, lr, G},
+        {"GAME: eta and sigma", "step", "value", 0, eta, 2},
+        {"GAME: jumps (cumulative)", "step", "count", 0, jumps, 2},
+    };
+    int n_panels = tr->opt.game_mask ? 4 : 2;
+    char heading[256];
+    snprintf(heading, sizeof(heading), "%s: %d layers, %d channels, GAME %s, step %ld",
+             tr->opt.input, c->layers, c->channels, tr->opt.game ? tr->opt.game : "off",
+             tr->step);
+    return plot_write_png(path, 1200, n_panels > 2 ? 900 : 800, panels, n_panels, heading,
+                          err, errlen);
+}
+
 // One training step: forward, backward, GAME's coefficient step, AdamW.
 // Returns the step's loss; a non-finite loss or gradient skips the update.
 float trainer_step(Trainer* tr) {
@@ -761,52 +912,135 @@ float trainer_step(Trainer* tr) {
     adamw_step(&tr->adam, m->params_memory, tr->grads.grads, scale, tr->lr, tr->beta1);
     if (mask & (AME_C2 | AME_C5)) apply_noise_shifts(tr, act.s_shift);
 
-    // the per-step trace
-    if (tr->csv) {
-        fprintf(tr->csv, "%ld,%.6f,%.6f,%.4f", tr->step + 1, loss, norm,
-                mask ? ame_eta(&tr->ame) : 1.0f);
-        for (int g = 0; g < G; g++) fprintf(tr->csv, ",%.6g", tr->lr[g]);
-        for (int g = 0; g < G; g++) fprintf(tr->csv, ",%.4f", tr->beta1[g]);
-        fprintf(tr->csv, ",%.5f,%.5f,%.5f,%.5f", mean_sigma(m, P_NOISE_ATT),
-                mean_sigma(m, P_NOISE_MLP), mean_sigma(m, P_NOISE_LOGIT),
-                mean_sigma(m, P_NOISE_HEAD));
-        fprintf(tr->csv, ",%.5f,%.4f,%ld,%ld\n", tr->ame.plateau,
-                tr->ame.prop.prob, tr->ame.jumps_proposed, tr->ame.jumps_accepted);
-    }
+    // the per-step trace and the plot's history
+    if (tr->csv) trainer_csv_row(tr, loss, norm);
+    history_add(tr, loss);
     tr->step++;
     return loss;
 }
 
 // ----------------------------------------------------------------------------
 // Checkpoints of a training run
+//
+// Besides the model (VOCB, PARM), a training checkpoint holds the optimizer's
+// moments (MOM1, MOM2), GAME's last directions (DIRU, DIRD, when tracked), the
+// GAME state (GAME) and the training state (TRAN): the step, the best
+// validation loss, the optimizer's counters and every option that shapes the
+// run, so that --resume continues it exactly. All generators are counter-based
+// (keyed on seed and step), so the seed and the step are their whole state.
 
-// The training state blob (section TRAN), little-endian:
-//   u64 steps completed, u64 seed, f32 best validation loss, u64 its step,
-//   u64 skipped steps, u64 optimizer steps, G x f64 beta1 products.
-#define TRAN_VERSION 1u
-static size_t tran_encode(const Trainer* tr, unsigned char* buf) {
-    int G = num_groups(&tr->model.config);
-    size_t n = 4 + 8 * 5 + 4 + 8 * (size_t)G;
-    if (!buf) return n;
-    unsigned char* p = buf;
-    ckpt_put_u32(p, TRAN_VERSION), p += 4;
-    ckpt_put_u64(p, (uint64_t)tr->step), p += 8;
-    ckpt_put_u64(p, tr->opt.seed), p += 8;
-    ckpt_put_f32(p, tr->best_val), p += 4;
-    ckpt_put_u64(p, (uint64_t)tr->best_step), p += 8;
-    ckpt_put_u64(p, (uint64_t)tr->skipped), p += 8;
-    ckpt_put_u64(p, (uint64_t)tr->adam.t), p += 8;
-    for (int g = 0; g < G; g++) {
-        uint64_t bits;
-        memcpy(&bits, &tr->adam.beta1_power[g], 8);
-        ckpt_put_u64(p, bits), p += 8;
+// A little-endian byte writer and reader for the TRAN blob.
+typedef struct {
+    unsigned char* p; // NULL when only counting
+    size_t n, cap;
+    int bad;          // reader: ran past the end
+} Blob;
+
+static void put_u64(Blob* b, uint64_t v) {
+    if (b->p) ckpt_put_u64(b->p + b->n, v);
+    b->n += 8;
+}
+static void put_f64(Blob* b, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    put_u64(b, bits);
+}
+static void put_str(Blob* b, const char* s) {
+    size_t len = s ? strlen(s) : 0;
+    put_u64(b, s ? len : UINT64_MAX);
+    if (b->p && len) memcpy(b->p + b->n, s, len);
+    b->n += (len + 7) / 8 * 8;
+}
+static uint64_t get_u64(Blob* b) {
+    if (b->n + 8 > b->cap) {
+        b->bad = 1;
+        return 0;
     }
-    return n;
+    uint64_t v = ckpt_get_u64(b->p + b->n);
+    b->n += 8;
+    return v;
+}
+static double get_f64(Blob* b) {
+    uint64_t bits = get_u64(b);
+    double v;
+    memcpy(&v, &bits, 8);
+    return v;
+}
+// Reads a string into storage owned by the caller's list (freed with it).
+static char* get_str(Blob* b) {
+    uint64_t len = get_u64(b);
+    if (b->bad || len == UINT64_MAX) return NULL;
+    if (len > b->cap - b->n) {
+        b->bad = 1;
+        return NULL;
+    }
+    char* s = xmalloc(len + 1, "checkpoint string");
+    memcpy(s, b->p + b->n, len);
+    s[len] = '\0';
+    b->n += (len + 7) / 8 * 8;
+    return s;
 }
 
-// Saves the model, vocabulary, optimizer and GAME state to path, atomically.
+#define TRAN_VERSION 1u
+#define TRAN_MAGIC 0x4e415254u // "TRAN"
+
+// Writes (or, with b->p NULL, measures) the training state.
+static void tran_write(const Trainer* tr, Blob* b) {
+    const TrainOptions* o = &tr->opt;
+    int G = num_groups(&tr->model.config);
+
+    // the state of the run
+    put_u64(b, ((uint64_t)TRAN_VERSION << 32) | TRAN_MAGIC);
+    put_u64(b, (uint64_t)tr->step);
+    put_f64(b, tr->best_val);
+    put_u64(b, (uint64_t)tr->best_step);
+    put_u64(b, (uint64_t)tr->skipped);
+    put_u64(b, (uint64_t)tr->adam.t);
+    put_u64(b, (uint64_t)G);
+    for (int g = 0; g < G; g++) put_f64(b, tr->adam.beta1_power[g]);
+    for (int g = 0; g < G; g++) put_f64(b, tr->lr[g]);
+    for (int g = 0; g < G; g++) put_f64(b, tr->beta1[g]);
+
+    // the options that shape it
+    put_str(b, o->input);
+    put_str(b, o->output);
+    put_str(b, o->last);
+    put_u64(b, o->seed);
+    put_u64(b, (uint64_t)o->batch);
+    put_u64(b, (uint64_t)o->steps);
+    put_u64(b, (uint64_t)o->warmup);
+    put_f64(b, o->lr);
+    put_f64(b, o->min_lr);
+    put_f64(b, o->weight_decay);
+    put_f64(b, o->clip);
+    put_f64(b, o->val_fraction);
+    put_f64(b, o->beta1);
+    put_f64(b, o->beta2);
+    put_f64(b, o->adam_eps);
+    put_u64(b, (uint64_t)o->eval_every);
+    put_u64(b, (uint64_t)o->eval_batches);
+    put_u64(b, (uint64_t)o->save_every);
+    put_u64(b, o->game_mask);
+    put_u64(b, (uint64_t)o->dither);
+    for (int i = 0; i < NUM_AME_FIELDS; i++) {
+        const char* f = (const char*)&o->ame + AME_FIELDS[i].offset;
+        put_f64(b, AME_FIELDS[i].is_int ? (double)*(const int*)f : *(const double*)f);
+    }
+}
+
 int trainer_save(const Trainer* tr, const char* path, char* err, size_t errlen) {
     const Model* m = &tr->model;
+
+    // a non-finite weight is never written
+    for (size_t i = 0; i < m->num_params; i++) {
+        if (!isfinite(m->params_memory[i])) {
+            snprintf(err, errlen, "not saving %s: parameter %zu is not finite (the run "
+                     "diverged; try a lower --lr)", path, i);
+            return -1;
+        }
+    }
+
+    // the sections
     Checkpoint ck;
     ckpt_init(&ck, &m->config);
     ckpt_add_u32(&ck, "VOCB", tr->tok.symbols, tr->tok.size);
@@ -817,27 +1051,171 @@ int trainer_save(const Trainer* tr, const char* path, char* err, size_t errlen) 
         ckpt_add_f32(&ck, "DIRU", tr->adam.u, m->num_params);
         ckpt_add_f32(&ck, "DIRD", tr->adam.d, m->num_params);
     }
-    unsigned char tran[4096];
-    ckpt_add(&ck, "TRAN", tran, tran_encode(tr, tran));
+    Blob size = {0};
+    tran_write(tr, &size);
+    Blob tran = {xcalloc(size.n, 1, "training state"), 0, size.n, 0};
+    tran_write(tr, &tran);
+    ckpt_add(&ck, "TRAN", tran.p, tran.n);
     size_t game_size = ame_serialize(&tr->ame, NULL);
     unsigned char* game = xmalloc(game_size, "GAME state");
     ame_serialize(&tr->ame, game);
     ckpt_add(&ck, "GAME", game, game_size);
+
+    // written to a temporary file, then renamed over path
     int rc = ckpt_save(&ck, path, err, errlen);
     free(game);
+    free(tran.p);
     return rc;
 }
 
-// ----------------------------------------------------------------------------
-// Setting up and tearing down a trainer
+// The options stored in a checkpoint's TRAN section. Strings are malloc'd into
+// strings[0..2] (input, output, last), which the caller frees.
+static int tran_read_options(const CkptSection* sec, TrainOptions* o, char* strings[3],
+                             char* err, size_t errlen) {
+    Blob b = {sec->data, 0, sec->size, 0};
+    uint64_t magic = get_u64(&b);
+    if ((magic & 0xffffffffu) != TRAN_MAGIC || (magic >> 32) != TRAN_VERSION) {
+        snprintf(err, errlen, "its training state has an unknown format (version %u); "
+                 "it was written by another version of train", (unsigned)(magic >> 32));
+        return -1;
+    }
+    for (int i = 0; i < 5; i++) get_u64(&b); // step .. optimizer steps, read later
+    uint64_t G = get_u64(&b);
+    if (b.bad || G > MAX_GROUPS) goto corrupt;
+    b.n += 3 * 8 * G;
+    strings[0] = get_str(&b);
+    strings[1] = get_str(&b);
+    strings[2] = get_str(&b);
+    o->input = strings[0] ? strings[0] : o->input;
+    o->output = strings[1] ? strings[1] : o->output;
+    o->last = strings[2];
+    o->seed = get_u64(&b);
+    o->batch = (int)get_u64(&b);
+    o->steps = (long)get_u64(&b);
+    o->warmup = (long)get_u64(&b);
+    o->lr = (float)get_f64(&b);
+    o->min_lr = (float)get_f64(&b);
+    o->weight_decay = (float)get_f64(&b);
+    o->clip = (float)get_f64(&b);
+    o->val_fraction = (float)get_f64(&b);
+    o->beta1 = (float)get_f64(&b);
+    o->beta2 = (float)get_f64(&b);
+    o->adam_eps = (float)get_f64(&b);
+    o->eval_every = (long)get_u64(&b);
+    o->eval_batches = (int)get_u64(&b);
+    o->save_every = (long)get_u64(&b);
+    o->game_mask = (unsigned)get_u64(&b);
+    o->dither = (int)get_u64(&b);
+    for (int i = 0; i < NUM_AME_FIELDS; i++) {
+        char* f = (char*)&o->ame + AME_FIELDS[i].offset;
+        double v = get_f64(&b);
+        if (AME_FIELDS[i].is_int) *(int*)f = (int)v;
+        else *(double*)f = v;
+    }
+    if (b.bad || o->batch < 1 || o->steps < 1 || o->eval_every < 1 || o->eval_batches < 1)
+        goto corrupt;
+    return 0;
+corrupt:
+    snprintf(err, errlen, "its training state is damaged");
+    return -1;
+}
 
-// Reads and encodes the input, splits it, builds the model and optimizer.
-// Returns 0, or -1 with a message (naming the problem and the fix) in err.
+int train_options_from_checkpoint(const char* path, TrainOptions* o, char* strings[3],
+                                  char* err, size_t errlen) {
+    Checkpoint ck;
+    strings[0] = strings[1] = strings[2] = NULL;
+    if (ckpt_load(&ck, path, err, errlen) != 0) return -1;
+    const CkptSection* sec = ckpt_find(&ck, "TRAN");
+    char why[512];
+    int rc = 0;
+    if (!sec) {
+        snprintf(err, errlen, "%s holds a model but no training state, so it cannot be "
+                 "resumed; start a new run (it can still be sampled with run)", path);
+        rc = -1;
+    } else if (tran_read_options(sec, o, strings, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        rc = -1;
+    }
+    o->layers = ck.config.layers;
+    o->heads = ck.config.heads;
+    o->channels = ck.config.channels;
+    o->context = ck.config.context;
+    o->game = NULL;
+    ckpt_free_loaded(&ck);
+    return rc;
+}
+
+// Restores the state of a run from its checkpoint, into a trainer whose model,
+// optimizer and GAME state are already built with the checkpoint's shapes.
+static int trainer_restore(Trainer* tr, const Checkpoint* ck, char* err, size_t errlen) {
+    Model* m = &tr->model;
+    size_t n = m->num_params;
+
+    // optimizer moments, and GAME's directions when this run tracks them
+    if (ckpt_read_f32(ck, "MOM1", tr->adam.m, n, err, errlen) != 0 ||
+        ckpt_read_f32(ck, "MOM2", tr->adam.v, n, err, errlen) != 0)
+        return -1;
+    if (tr->adam.u && ckpt_find(ck, "DIRU")) {
+        if (ckpt_read_f32(ck, "DIRU", tr->adam.u, n, err, errlen) != 0 ||
+            ckpt_read_f32(ck, "DIRD", tr->adam.d, n, err, errlen) != 0)
+            return -1;
+    }
+
+    // the training state
+    const CkptSection* sec = ckpt_find(ck, "TRAN");
+    if (!sec) {
+        snprintf(err, errlen, "no training state in the checkpoint");
+        return -1;
+    }
+    Blob b = {sec->data, 0, sec->size, 0};
+    get_u64(&b);
+    tr->step = (long)get_u64(&b);
+    tr->best_val = (float)get_f64(&b);
+    tr->best_step = (long)get_u64(&b);
+    tr->skipped = (long)get_u64(&b);
+    tr->adam.t = (long)get_u64(&b);
+    int G = (int)get_u64(&b);
+    if (b.bad || G != num_groups(&m->config) || tr->step < 0) {
+        snprintf(err, errlen, "the training state does not match the model");
+        return -1;
+    }
+    for (int g = 0; g < G; g++) tr->adam.beta1_power[g] = get_f64(&b);
+    for (int g = 0; g < G; g++) tr->lr[g] = (float)get_f64(&b);
+    for (int g = 0; g < G; g++) tr->beta1[g] = (float)get_f64(&b);
+    if (b.bad) {
+        snprintf(err, errlen, "the training state is damaged");
+        return -1;
+    }
+
+    // the GAME state
+    const CkptSection* game = ckpt_find(ck, "GAME");
+    if (!game) {
+        snprintf(err, errlen, "no GAME state in the checkpoint");
+        return -1;
+    }
+    char why[256];
+    if (ame_deserialize(&tr->ame, game->data, game->size, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "its GAME state: %s", why);
+        return -1;
+    }
+    if (tr->ame.mask != tr->opt.game_mask || tr->ame.groups != G) {
+        char was[64];
+        ame_mode_string(tr->ame.mask, was, sizeof(was));
+        snprintf(err, errlen, "the checkpoint was trained with --game %s; resume it "
+                 "with that mode", was);
+        return -1;
+    }
+    return 0;
+}
+
+// Reads and encodes the input, splits it, builds the model and optimizer (or
+// restores them with o->resume). Returns 0, or -1 with a message in err.
 int trainer_init(Trainer* tr, const TrainOptions* o, char* err, size_t errlen) {
     memset(tr, 0, sizeof(*tr));
     tr->opt = *o;
+    char why[512];
 
-    // the text and its vocabulary
+    // the text
     size_t n;
     unsigned char* text = read_file(o->input, &n, err, errlen);
     if (!text) return -1;
@@ -846,15 +1224,48 @@ int trainer_init(Trainer* tr, const TrainOptions* o, char* err, size_t errlen) {
         free(text);
         return -1;
     }
-    tokenizer_build(&tr->tok, text, n);
+
+    // the model and its vocabulary: from the checkpoint, or new
+    Checkpoint ck;
+    int resuming = o->resume != NULL;
+    if (resuming) {
+        if (ckpt_load(&ck, o->resume, err, errlen) != 0) {
+            free(text);
+            return -1;
+        }
+        if (model_from_checkpoint(&tr->model, &tr->tok, &ck, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "%s: %s", o->resume, why);
+            ckpt_free_loaded(&ck);
+            free(text);
+            return -1;
+        }
+        const GameConfig* c = &tr->model.config;
+        if (c->layers != o->layers || c->heads != o->heads || c->channels != o->channels ||
+            c->context != o->context) {
+            snprintf(err, errlen, "%s has %d layers, %d heads, %d channels and context "
+                     "%d; a resumed run keeps its shape, so leave out the shape flags",
+                     o->resume, c->layers, c->heads, c->channels, c->context);
+            ckpt_free_loaded(&ck);
+            free(text);
+            return -1;
+        }
+    } else {
+        tokenizer_build(&tr->tok, text, n);
+    }
+
+    // the text as ids; a resumed run's text must fit its vocabulary
     tr->tokens = xmalloc(n * sizeof(int), "token ids");
     size_t bad_offset;
     uint32_t bad_symbol;
     long count = tokenizer_encode(&tr->tok, text, n, tr->tokens, &bad_offset, &bad_symbol);
     free(text);
     if (count < 0) {
-        snprintf(err, errlen, "internal error: %s has a character missing from its own "
-                 "vocabulary at byte %zu", o->input, bad_offset);
+        char what[64];
+        tokenizer_describe(bad_symbol, what, sizeof(what));
+        snprintf(err, errlen, "%s has the character %s (byte %zu) that the checkpoint's "
+                 "vocabulary lacks; resume with the text the run was trained on",
+                 o->input, what, bad_offset);
+        if (resuming) ckpt_free_loaded(&ck);
         return -1;
     }
     tr->n_tokens = (size_t)count;
@@ -863,34 +1274,55 @@ int trainer_init(Trainer* tr, const TrainOptions* o, char* err, size_t errlen) {
     size_t n_val = (size_t)(tr->n_tokens * (double)o->val_fraction);
     size_t n_train = tr->n_tokens - n_val;
     size_t need = (size_t)o->context + 1;
-    if (n_train < need || (o->val_fraction > 0.0f && n_val < need)) {
+    if (n_train < need || n_val < need) {
         snprintf(err, errlen, "%s has %zu characters: too short for context %d "
                  "(the training and validation parts each need at least %zu); use "
-                 "a longer text, a smaller --context or a different --val-fraction",
+                 "a longer text, a smaller --context or a larger --val-fraction",
                  o->input, tr->n_tokens, o->context, need);
+        if (resuming) ckpt_free_loaded(&ck);
         return -1;
     }
     tr->train = (Split){tr->tokens, n_train};
     tr->val = (Split){tr->tokens + n_train, n_val};
 
-    // model, gradients, optimizer, GAME
-    GameConfig cfg = {o->context, tr->tok.size, o->layers, o->heads, o->channels};
-    const char* bad = config_check(&cfg);
-    if (bad) {
-        snprintf(err, errlen, "invalid model shape: %s", bad);
-        return -1;
+    // a new model
+    if (!resuming) {
+        GameConfig cfg = {o->context, tr->tok.size, o->layers, o->heads, o->channels};
+        const char* bad = config_check(&cfg);
+        if (bad) {
+            snprintf(err, errlen, "invalid model shape: %s", bad);
+            return -1;
+        }
+        model_init(&tr->model, &cfg);
+        model_init_weights(&tr->model, o->seed);
     }
-    model_init(&tr->model, &cfg);
-    model_init_weights(&tr->model, o->seed);
+
+    // gradients, optimizer, GAME, batches
+    const GameConfig* cfg = &tr->model.config;
     model_prepare(&tr->model, o->batch, o->context);
     gradients_init(&tr->grads, &tr->model);
     adamw_init(&tr->adam, &tr->model, o->beta2, o->adam_eps, o->weight_decay,
-               (o->game_mask & AME_C1) != 0 || (o->game_mask & AME_C3) != 0);
-    ame_init(&tr->ame, &o->ame, num_groups(&cfg), o->game_mask, o->seed, o->lr, o->beta1);
+               (o->game_mask & (AME_C1 | AME_C3)) != 0);
+    if (ame_init(&tr->ame, &o->ame, num_groups(cfg), o->game_mask, o->seed, o->lr,
+                 o->beta1) != 0) {
+        snprintf(err, errlen, "the GAME constants are out of range (see --game-set)");
+        if (resuming) ckpt_free_loaded(&ck);
+        return -1;
+    }
     tr->inputs = xmalloc((size_t)o->batch * o->context * sizeof(int), "batch");
     tr->targets = xmalloc((size_t)o->batch * o->context * sizeof(int), "batch");
     tr->best_val = INFINITY;
     tr->best_step = -1;
+
+    // a resumed run's state
+    if (resuming) {
+        int rc = trainer_restore(tr, &ck, why, sizeof(why));
+        ckpt_free_loaded(&ck);
+        if (rc != 0) {
+            snprintf(err, errlen, "%s: %s", o->resume, why);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -903,26 +1335,30 @@ void trainer_free(Trainer* tr) {
     free(tr->inputs);
     free(tr->targets);
     if (tr->csv) fclose(tr->csv);
+    free(tr->history);
     memset(tr, 0, sizeof(*tr));
 }
 
-#ifndef GAME_NO_MAIN
 // ----------------------------------------------------------------------------
-// The train program
+// Command-line options
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
-static void usage(FILE* f, const TrainOptions* d) {
+void train_usage(FILE* f) {
+    TrainOptions d;
+    train_options_default(&d);
     fprintf(f,
         "usage: train [options]\n"
-        "Trains a character-level transformer on a text file.\n\n"
-        "data and output\n"
+        "Trains a character-level transformer on a text file and keeps the model with\n"
+        "the best validation loss.\n\n"
+        "data and checkpoints\n"
         "  -i, --input FILE        text to train on (default %s)\n"
         "  -o, --output FILE       checkpoint of the best model (default %s)\n"
+        "      --last FILE         checkpoint of the latest step (default OUTPUT.last)\n"
+        "      --save-every N      steps between saves of the latest checkpoint, 0 only\n"
+        "                          at the end (default %ld)\n"
+        "      --resume FILE       continue a run from a checkpoint (the .last one)\n"
+        "      --stop-at N         stop after step N, saving the latest checkpoint, as an\n"
+        "                          interruption would (resume it later)\n"
         "      --val-fraction F    last fraction of the text held out (default %.2f)\n"
         "model\n"
         "      --layers N          transformer blocks (default %d)\n"
@@ -938,55 +1374,103 @@ static void usage(FILE* f, const TrainOptions* d) {
         "      --weight-decay F    AdamW decay of the matrices (default %g)\n"
         "      --clip F            gradient-norm clip, 0 for none (default %g)\n"
         "      --seed N            seed of initialisation, batches and noise (default %llu)\n"
-        "GAME\n"
+        "GAME (see docs/GAME.md)\n"
         "      --game MODE         full, off, or a list such as c1,c2,c4 (default %s)\n"
+        "      --game-set K=V      change a GAME constant, e.g. lambda_h=0.5; repeatable\n"
+        "      --no-dither         independent noise instead of antithetic pairs\n"
         "      --log FILE          per-step CSV trace of loss and coefficients\n"
         "progress\n"
         "      --eval-every N      steps between evaluations (default %ld)\n"
         "      --eval-batches N    batches per evaluation and split (default %d)\n"
         "      --log-every N       steps between log lines (default %d)\n"
+        "      --plot FILE         PNG of losses and GAME traces, redrawn at every eval\n"
+        "  -q, --quiet             only errors and the final summary\n"
         "      --threads N         OpenMP threads, 0 for OMP_NUM_THREADS or all (default 0)\n"
         "  -h, --help              this text\n\n"
-        "example: train -i mytext.txt -o mytext.bin --steps 3000\n",
-        d->input, d->output, d->val_fraction, d->layers, d->heads, d->channels,
-        d->context, d->batch, d->steps, d->lr, d->min_lr, d->warmup, d->weight_decay,
-        d->clip, (unsigned long long)d->seed, d->game, d->eval_every, d->eval_batches,
-        d->log_every);
+        "examples:\n"
+        "  train                                   the default recipe on Shakespeare\n"
+        "  train -i notes.txt -o notes.bin --steps 3000\n"
+        "  train --resume notes.bin.last --steps 5000\n",
+        d.input, d.output, d.save_every, d.val_fraction, d.layers, d.heads, d.channels,
+        d.context, d.batch, d.steps, d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip,
+        (unsigned long long)d.seed, d.game, d.eval_every, d.eval_batches, d.log_every);
+    fprintf(f, "\nGAME constants for --game-set:");
+    for (int i = 0; i < NUM_AME_FIELDS; i++)
+        fprintf(f, "%s%s", i % 8 ? ", " : "\n  ", AME_FIELDS[i].name);
+    fprintf(f, "\n");
 }
 
-// Parses a whole-string integer in [lo, hi]; exits with a message otherwise.
-static long parse_long(const char* flag, const char* s, long lo, long hi) {
+// Parses a whole-string integer in [lo, hi] into *out; -1 with a message if not.
+static int parse_long(const char* flag, const char* s, long lo, long hi, long* out,
+                      char* err, size_t errlen) {
     char* end;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "error: --%s '%s': expected a whole number from %ld to %ld\n",
-                flag, s, lo, hi);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "--%s '%s': expected a whole number from %ld to %ld", flag,
+                 s, lo, hi);
+        return -1;
     }
-    return v;
+    *out = v;
+    return 0;
 }
 
-// Parses a whole-string number in [lo, hi]; exits with a message otherwise.
-static float parse_float(const char* flag, const char* s, double lo, double hi) {
+// Parses a whole-string finite number in [lo, hi] into *out; -1 with a message.
+static int parse_double(const char* flag, const char* s, double lo, double hi,
+                        double* out, char* err, size_t errlen) {
     char* end;
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "error: --%s '%s': expected a number from %g to %g\n",
-                flag, s, lo, hi);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "--%s '%s': expected a number from %g to %g", flag, s, lo,
+                 hi);
+        return -1;
     }
-    return (float)v;
+    *out = v;
+    return 0;
+}
+
+// --game-set NAME=VALUE
+static int parse_game_set(AmeParams* p, const char* arg, char* err, size_t errlen) {
+    const char* eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : 0;
+    for (int i = 0; eq && i < NUM_AME_FIELDS; i++) {
+        if (strlen(AME_FIELDS[i].name) != len || strncmp(arg, AME_FIELDS[i].name, len))
+            continue;
+        double v;
+        if (parse_double("game-set", eq + 1, -1e6, 1e6, &v, err, errlen) != 0) return -1;
+        char* field = (char*)p + AME_FIELDS[i].offset;
+        if (AME_FIELDS[i].is_int) *(int*)field = (int)v;
+        else *(double*)field = v;
+        return 0;
+    }
+    snprintf(err, errlen, "--game-set '%s': expected NAME=VALUE with a NAME listed by "
+             "train --help", arg);
+    return -1;
 }
 
 enum {
     OPT_LAYERS = 256, OPT_HEADS, OPT_CHANNELS, OPT_CONTEXT, OPT_BATCH, OPT_STEPS,
     OPT_LR, OPT_MIN_LR, OPT_WARMUP, OPT_WD, OPT_CLIP, OPT_SEED, OPT_EVAL_EVERY,
     OPT_EVAL_BATCHES, OPT_VAL_FRACTION, OPT_THREADS, OPT_LOG_EVERY, OPT_GAME, OPT_LOG,
+    OPT_GAME_SET, OPT_NO_DITHER, OPT_RESUME, OPT_SAVE_EVERY, OPT_LAST, OPT_PLOT, OPT_STOP_AT,
 };
 
-static void parse_options(TrainOptions* o, int argc, char** argv) {
+// Reads an integer flag into an int or long field.
+#define LONG_FLAG(name, lo, hi, field)                                              \
+    do {                                                                            \
+        long v_;                                                                    \
+        if (parse_long(name, optarg, lo, hi, &v_, err, errlen) != 0) return -1;     \
+        field = v_;                                                                 \
+    } while (0)
+#define FLOAT_FLAG(name, lo, hi, field)                                             \
+    do {                                                                            \
+        double v_;                                                                  \
+        if (parse_double(name, optarg, lo, hi, &v_, err, errlen) != 0) return -1;   \
+        field = (float)v_;                                                          \
+    } while (0)
+
+int train_parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t errlen) {
     static const struct option longs[] = {
         {"input", required_argument, 0, 'i'},
         {"output", required_argument, 0, 'o'},
@@ -1008,108 +1492,215 @@ static void parse_options(TrainOptions* o, int argc, char** argv) {
         {"threads", required_argument, 0, OPT_THREADS},
         {"log-every", required_argument, 0, OPT_LOG_EVERY},
         {"game", required_argument, 0, OPT_GAME},
+        {"game-set", required_argument, 0, OPT_GAME_SET},
+        {"no-dither", no_argument, 0, OPT_NO_DITHER},
         {"log", required_argument, 0, OPT_LOG},
+        {"resume", required_argument, 0, OPT_RESUME},
+        {"save-every", required_argument, 0, OPT_SAVE_EVERY},
+        {"last", required_argument, 0, OPT_LAST},
+        {"plot", required_argument, 0, OPT_PLOT},
+        {"stop-at", required_argument, 0, OPT_STOP_AT},
+        {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    TrainOptions defaults = *o;
     int c, warmup_given = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":i:o:h", longs, NULL)) != -1) {
+    optind = 0; // a full rescan, so the parser can run more than once
+    while ((c = getopt_long(argc, argv, ":i:o:qh", longs, NULL)) != -1) {
         switch (c) {
         case 'i': o->input = optarg; break;
         case 'o': o->output = optarg; break;
-        case OPT_LAYERS: o->layers = parse_long("layers", optarg, 1, 64); break;
-        case OPT_HEADS: o->heads = parse_long("heads", optarg, 1, 1024); break;
-        case OPT_CHANNELS: o->channels = parse_long("channels", optarg, 1, 16384); break;
-        case OPT_CONTEXT: o->context = parse_long("context", optarg, 1, 65536); break;
-        case OPT_BATCH: o->batch = parse_long("batch", optarg, 1, 1 << 20); break;
-        case OPT_STEPS: o->steps = parse_long("steps", optarg, 1, 1L << 40); break;
-        case OPT_LR: o->lr = parse_float("lr", optarg, 1e-12, 1e3); break;
-        case OPT_MIN_LR: o->min_lr = parse_float("min-lr", optarg, 0, 1e3); break;
+        case OPT_LAYERS: LONG_FLAG("layers", 1, 64, o->layers); break;
+        case OPT_HEADS: LONG_FLAG("heads", 1, 1024, o->heads); break;
+        case OPT_CHANNELS: LONG_FLAG("channels", 1, 16384, o->channels); break;
+        case OPT_CONTEXT: LONG_FLAG("context", 1, 65536, o->context); break;
+        case OPT_BATCH: LONG_FLAG("batch", 1, 1 << 20, o->batch); break;
+        case OPT_STEPS: LONG_FLAG("steps", 1, 1L << 40, o->steps); break;
+        case OPT_LR: FLOAT_FLAG("lr", 1e-12, 1e3, o->lr); break;
+        case OPT_MIN_LR: FLOAT_FLAG("min-lr", 0, 1e3, o->min_lr); break;
         case OPT_WARMUP:
-            o->warmup = parse_long("warmup", optarg, 0, 1L << 40);
+            LONG_FLAG("warmup", 0, 1L << 40, o->warmup);
             warmup_given = 1;
             break;
-        case OPT_WD: o->weight_decay = parse_float("weight-decay", optarg, 0, 1e3); break;
-        case OPT_CLIP: o->clip = parse_float("clip", optarg, 0, 1e12); break;
-        case OPT_SEED:
-            o->seed = (uint64_t)parse_long("seed", optarg, 0, 0x7fffffffffffffffL);
-            break;
-        case OPT_EVAL_EVERY:
-            o->eval_every = parse_long("eval-every", optarg, 1, 1L << 40);
-            break;
-        case OPT_EVAL_BATCHES:
-            o->eval_batches = parse_long("eval-batches", optarg, 1, 1 << 20);
-            break;
-        case OPT_VAL_FRACTION:
-            o->val_fraction = parse_float("val-fraction", optarg, 0.0, 0.9);
-            break;
-        case OPT_THREADS: o->threads = parse_long("threads", optarg, 0, 1024); break;
-        case OPT_LOG_EVERY: o->log_every = parse_long("log-every", optarg, 1, 1 << 30); break;
+        case OPT_WD: FLOAT_FLAG("weight-decay", 0, 1e3, o->weight_decay); break;
+        case OPT_CLIP: FLOAT_FLAG("clip", 0, 1e12, o->clip); break;
+        case OPT_SEED: LONG_FLAG("seed", 0, 0x7fffffffffffffffL, o->seed); break;
+        case OPT_EVAL_EVERY: LONG_FLAG("eval-every", 1, 1L << 40, o->eval_every); break;
+        case OPT_EVAL_BATCHES: LONG_FLAG("eval-batches", 1, 1 << 20, o->eval_batches); break;
+        case OPT_VAL_FRACTION: FLOAT_FLAG("val-fraction", 1e-6, 0.9, o->val_fraction); break;
+        case OPT_THREADS: LONG_FLAG("threads", 0, 1024, o->threads); break;
+        case OPT_LOG_EVERY: LONG_FLAG("log-every", 1, 1 << 30, o->log_every); break;
+        case OPT_SAVE_EVERY: LONG_FLAG("save-every", 0, 1L << 40, o->save_every); break;
+        case OPT_STOP_AT: LONG_FLAG("stop-at", 1, 1L << 40, o->stop_at); break;
         case OPT_GAME: {
-            char err[256];
-            if (ame_parse_mode(optarg, &o->game_mask, err, sizeof(err)) != 0) {
-                fprintf(stderr, "error: --game '%s': %s\n", optarg, err);
-                exit(EXIT_FAILURE);
+            char why[256];
+            if (ame_parse_mode(optarg, &o->game_mask, why, sizeof(why)) != 0) {
+                snprintf(err, errlen, "--game '%s': %s", optarg, why);
+                return -1;
             }
             o->game = optarg;
             break;
         }
+        case OPT_GAME_SET:
+            if (parse_game_set(&o->ame, optarg, err, errlen) != 0) return -1;
+            break;
+        case OPT_NO_DITHER: o->dither = 0; break;
         case OPT_LOG: o->log_csv = optarg; break;
-        case 'h': usage(stdout, &defaults); exit(EXIT_SUCCESS);
+        case OPT_RESUME: o->resume = optarg; break;
+        case OPT_LAST: o->last = optarg; break;
+        case OPT_PLOT: o->plot = optarg; break;
+        case 'q': o->quiet = 1; break;
+        case 'h': return 1;
         case ':':
-            fprintf(stderr, "error: %s needs a value; see train --help\n", argv[optind - 1]);
-            exit(EXIT_FAILURE);
+            snprintf(err, errlen, "%s needs a value; see train --help", argv[optind - 1]);
+            return -1;
         default:
-            fprintf(stderr, "error: unknown option '%s'; see train --help\n",
-                    argv[optind - 1]);
-            exit(EXIT_FAILURE);
+            snprintf(err, errlen, "unknown option '%s'; see train --help",
+                     optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+            return -1;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "error: unexpected argument '%s'; the text is given with -i FILE\n",
-                argv[optind]);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "unexpected argument '%s'; the text is given with -i FILE",
+                 argv[optind]);
+        return -1;
     }
 
     // checks that involve more than one flag
+    if (!warmup_given && o->warmup > o->steps / 10) o->warmup = o->steps / 10;
     if (o->channels % o->heads != 0) {
-        fprintf(stderr, "error: --channels %d is not a multiple of --heads %d\n",
-                o->channels, o->heads);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "--channels %d is not a multiple of --heads %d", o->channels,
+                 o->heads);
+        return -1;
     }
     if (o->min_lr > o->lr) {
-        fprintf(stderr, "error: --min-lr %g is above --lr %g\n", o->min_lr, o->lr);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "--min-lr %g is above --lr %g", o->min_lr, o->lr);
+        return -1;
     }
-    if (!warmup_given && o->warmup > o->steps / 10) o->warmup = o->steps / 10;
     if (o->warmup > o->steps) {
-        fprintf(stderr, "error: --warmup %ld is longer than --steps %ld\n", o->warmup,
-                o->steps);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "--warmup %ld is longer than --steps %ld", o->warmup,
+                 o->steps);
+        return -1;
     }
-    if (o->val_fraction == 0.0f) {
-        fprintf(stderr, "error: --val-fraction 0 leaves no text to choose the best model "
-                "on; use a value in (0, 0.9]\n");
-        exit(EXIT_FAILURE);
+    if (o->ame.trial_steps < 1 || o->ame.a_min > o->ame.a_max ||
+        o->ame.mu_min > o->ame.mu_max || o->ame.s_min > o->ame.s_max ||
+        o->ame.eta_min > o->ame.eta_max) {
+        snprintf(err, errlen, "--game-set: a range is empty (a minimum above its maximum) "
+                 "or trial_steps < 1");
+        return -1;
     }
+    return 0;
+}
+
+#ifndef GAME_NO_MAIN
+// ----------------------------------------------------------------------------
+// The train program
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 // Prints a sample of n characters from the model, seeded, temperature 1,
 // starting from the first character of the validation text.
-static void print_sample(Trainer* tr, int n) {
+static void print_sample(Model* m, const Tokenizer* tk, const Split* val, uint64_t seed,
+                         int n) {
     Sampler s;
-    sampler_init(&s, tr->model.config.vocab_size, 1.0f, 0, 1.0f, tr->opt.seed);
-    generate(&tr->model, &tr->tok, &s, tr->val.tokens, 1, n, stdout);
+    sampler_init(&s, m->config.vocab_size, 1.0f, 0, 1.0f, seed);
+    generate(m, tk, &s, val->tokens, 1, n, stdout);
     fputc('\n', stdout);
     sampler_free(&s);
 }
 
+// Signals: the first SIGINT or SIGTERM asks the loop to stop after the current
+// step and save; a second one ends the process at once. Saves go through a
+// temporary file and a rename, so the checkpoints on disk stay whole either
+// way; the handler removes this process's temporary files on the way out.
+static volatile sig_atomic_t stop_signal = 0;
+static char temp_paths[2][4200];
+
+static void on_signal(int sig) {
+    if (stop_signal) {
+        for (int i = 0; i < 2; i++)
+            if (temp_paths[i][0]) unlink(temp_paths[i]);
+        _exit(128 + sig);
+    }
+    stop_signal = sig;
+}
+
+// Checks before any work that a checkpoint can be written at path and would
+// not overwrite the training text. Returns 0, or -1 with a message.
+static int check_output(const char* path, const char* input, char* err, size_t errlen) {
+    struct stat in, out;
+    if (stat(path, &out) == 0) {
+        if (S_ISDIR(out.st_mode)) {
+            snprintf(err, errlen, "the output %s is a folder; give a file name with -o",
+                     path);
+            return -1;
+        }
+        if (stat(input, &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino) {
+            snprintf(err, errlen, "the output %s is the training text itself; choose "
+                     "another -o", path);
+            return -1;
+        }
+    }
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char* slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+    else snprintf(dir, sizeof(dir), ".");
+    if (access(dir, W_OK) != 0) {
+        snprintf(err, errlen, "cannot write checkpoints into %.900s: %s; choose another -o",
+                 dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void format_duration(double sec, char* buf, size_t len) {
+    long s = (long)(sec + 0.5);
+    if (s >= 3600) snprintf(buf, len, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else snprintf(buf, len, "%ldm%02lds", s / 60, s % 60);
+}
+
 int main(int argc, char** argv) {
+    // options: the defaults, or a resumed run's own, then the flags on top
     TrainOptions o;
     train_options_default(&o);
-    parse_options(&o, argc, argv);
+    char err[1024];
+    int parsed = train_parse_args(&o, argc, argv, err, sizeof(err));
+    if (parsed == 1) {
+        train_usage(stdout);
+        return EXIT_SUCCESS;
+    }
+    char* stored[3] = {NULL, NULL, NULL};
+    if (parsed == 0 && o.resume) {
+        const char* resume = o.resume;
+        train_options_default(&o);
+        if (train_options_from_checkpoint(resume, &o, stored, err, sizeof(err)) != 0) {
+            fprintf(stderr, "error: %s\n", err);
+            return EXIT_FAILURE;
+        }
+        parsed = train_parse_args(&o, argc, argv, err, sizeof(err));
+    }
+    if (parsed != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return EXIT_FAILURE;
+    }
+    char mode[64], last_path[4096];
+    ame_mode_string(o.game_mask, mode, sizeof(mode));
+    o.game = mode;
+    if (!o.last) {
+        snprintf(last_path, sizeof(last_path), "%s.last", o.output);
+        o.last = last_path;
+    }
+    if (check_output(o.output, o.input, err, sizeof(err)) != 0 ||
+        check_output(o.last, o.input, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return EXIT_FAILURE;
+    }
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads(o.threads);
     int threads = omp_get_max_threads();
@@ -1119,62 +1710,76 @@ int main(int argc, char** argv) {
 
     // set up
     Trainer tr;
-    char err[1024];
     if (trainer_init(&tr, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: %s\n", err);
         return EXIT_FAILURE;
     }
+    if (tr.step >= o.steps) {
+        fprintf(stderr, "error: %s has already run %ld of %ld steps; give a larger "
+                "--steps to train on\n", o.resume, tr.step, o.steps);
+        return EXIT_FAILURE;
+    }
     if (o.log_csv) {
-        tr.csv = fopen(o.log_csv, "w");
+        tr.csv = fopen(o.log_csv, tr.step > 0 ? "a" : "w");
         if (!tr.csv) {
             fprintf(stderr, "error: cannot write the log %s: %s\n", o.log_csv,
                     strerror(errno));
             return EXIT_FAILURE;
         }
-        fprintf(tr.csv, "step,loss,grad_norm,eta");
-        char name[32];
-        for (int g = 0; g < num_groups(&tr.model.config); g++) {
-            group_name(&tr.model.config, g, name, sizeof(name));
-            fprintf(tr.csv, ",lr_%s", name);
-        }
-        for (int g = 0; g < num_groups(&tr.model.config); g++) {
-            group_name(&tr.model.config, g, name, sizeof(name));
-            fprintf(tr.csv, ",mu_%s", name);
-        }
-        fprintf(tr.csv, ",sigma_att,sigma_mlp,sigma_logit,sigma_head,plateau,"
-                "gate_prob,jumps_proposed,jumps_accepted\n");
+        if (tr.step == 0) trainer_csv_header(&tr);
     }
+    snprintf(temp_paths[0], sizeof(temp_paths[0]), "%s.tmp.%ld", o.output, (long)getpid());
+    snprintf(temp_paths[1], sizeof(temp_paths[1]), "%s.tmp.%ld", o.last, (long)getpid());
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    // the banner
     const GameConfig* cfg = &tr.model.config;
     size_t base_params = 0;
     for (int i = 0; i < NUM_BASE_PARAM_TENSORS; i++) base_params += tr.model.param_sizes[i];
-    printf("model: %d layers, %d heads, %d channels, context %d, vocabulary %d\n",
-           cfg->layers, cfg->heads, cfg->channels, cfg->context, cfg->vocab_size);
-    printf("parameters: %zu (plus %zu GAME noise scales)\n", base_params,
-           tr.model.num_params - base_params);
-    printf("data: %s, %zu characters: %zu train, %zu validation\n", o.input, tr.n_tokens,
-           tr.train.n, tr.val.n);
-    printf("training: %ld steps, batch %d, lr %g -> %g, warmup %ld, GAME %s, %d threads\n",
-           o.steps, o.batch, o.lr, o.min_lr, o.warmup, o.game, threads);
-    fflush(stdout);
+    FILE* info = o.quiet ? NULL : stdout;
+    int live = info && isatty(fileno(stdout));
+    if (info) {
+        printf("model: %d layers, %d heads, %d channels, context %d, vocabulary %d\n",
+               cfg->layers, cfg->heads, cfg->channels, cfg->context, cfg->vocab_size);
+        printf("parameters: %zu (plus %zu GAME noise scales)\n", base_params,
+               tr.model.num_params - base_params);
+        printf("data: %s, %zu characters: %zu train, %zu validation\n", o.input,
+               tr.n_tokens, tr.train.n, tr.val.n);
+        printf("training: %ld steps, batch %d, lr %g -> %g, warmup %ld, GAME %s, "
+               "%d threads\n", o.steps, o.batch, o.lr, o.min_lr, o.warmup, o.game, threads);
+        if (tr.step > 0)
+            printf("resumed from %s at step %ld (best validation loss %.4f)\n", o.resume,
+                   tr.step, tr.best_val);
+        fflush(stdout);
+    }
 
     // the loop
-    double t_log = now_ms(), t_start = t_log;
-    long tokens_per_step = (long)o.batch * o.context;
+    double t_log = now_ms(), t_start = t_log, t_train = 0.0;
+    long tokens_per_step = (long)o.batch * o.context, first_step = tr.step;
     double loss_sum = 0.0;
-    int loss_count = 0, consecutive_skips = 0;
-    while (tr.step < o.steps) {
+    int loss_count = 0, consecutive_skips = 0, status = EXIT_SUCCESS;
+    while (tr.step < o.steps && !stop_signal) {
+        double t0 = now_ms();
         long skipped_before = tr.skipped;
         float loss = trainer_step(&tr);
+        t_train += now_ms() - t0;
         long step = tr.step;
+
+        // a skipped step: a non-finite loss or gradient never reaches the weights
         if (tr.skipped > skipped_before) {
             consecutive_skips++;
-            fprintf(stderr, "warning: step %ld: loss or gradient is not finite; the step "
-                    "was skipped\n", step);
-            if (consecutive_skips >= 10) {
-                fprintf(stderr, "error: %d steps in a row had a non-finite loss; training "
-                        "diverged. Try a lower --lr (now %g)\n", consecutive_skips, o.lr);
-                trainer_free(&tr);
-                return EXIT_FAILURE;
+            fprintf(stderr, "%swarning: step %ld: the loss or gradient is not finite; the "
+                    "step was skipped\n", live ? "\n" : "", step);
+            if (consecutive_skips >= MAX_CONSECUTIVE_SKIPS) {
+                fprintf(stderr, "error: %d steps in a row had a non-finite loss or "
+                        "gradient: training diverged. Try a lower --lr (now %g); the last "
+                        "good checkpoints are kept\n", consecutive_skips, o.lr);
+                status = EXIT_FAILURE;
+                break;
             }
         } else {
             consecutive_skips = 0;
@@ -1182,8 +1787,18 @@ int main(int argc, char** argv) {
             loss_count++;
         }
 
-        // the log line
-        if (step % o.log_every == 0 || step == o.steps) {
+        // progress: a line updated in place on a terminal, log lines otherwise
+        double elapsed = (now_ms() - t_start) / 1e3;
+        if (live) {
+            double per_step = elapsed / (step - first_step);
+            char el[32], eta[32];
+            format_duration(elapsed, el, sizeof(el));
+            format_duration(per_step * (o.steps - step), eta, sizeof(eta));
+            printf("\r\033[Kstep %ld/%ld | loss %.4f | %.0f tok/s | %s elapsed | ETA %s",
+                   step, o.steps, loss, tokens_per_step / per_step, el, eta);
+            fflush(stdout);
+        }
+        if (!live && info && (step % o.log_every == 0 || step == o.steps)) {
             double t = now_ms();
             int n = (int)(step % o.log_every ? step % o.log_every : o.log_every);
             double ms = (t - t_log) / n;
@@ -1200,45 +1815,87 @@ int main(int argc, char** argv) {
         if (step % o.eval_every == 0 || step == o.steps) {
             float train_loss = trainer_eval(&tr, &tr.train, RNG_SITE_EVAL_TRAIN);
             float val_loss = trainer_eval(&tr, &tr.val, RNG_SITE_EVAL_VAL);
-            printf("eval step %ld: train %.4f, val %.4f", step, train_loss, val_loss);
-            if (val_loss < tr.best_val) {
+            trainer_record_eval(&tr, train_loss, val_loss);
+            int best = val_loss < tr.best_val;
+            if (best) {
                 tr.best_val = val_loss;
                 tr.best_step = step;
                 if (trainer_save(&tr, o.output, err, sizeof(err)) != 0) {
-                    fprintf(stderr, "\nerror: %s\n", err);
-                    trainer_free(&tr);
-                    return EXIT_FAILURE;
+                    fprintf(stderr, "%serror: %s\n", live ? "\n" : "", err);
+                    status = EXIT_FAILURE;
+                    break;
                 }
-                printf(" (best, saved to %s)", o.output);
             }
-            if (o.game_mask) {
-                char summary[512];
-                ame_summary(&tr.ame, lr_schedule(step, o.steps, o.warmup, 1.0f, o.min_lr / o.lr),
-                            mean_sigma(&tr.model, P_NOISE_ATT), summary, sizeof(summary));
-                printf("\n  game: %s", summary);
+            if (info) {
+                printf("%seval step %ld: train %.4f, val %.4f%s%s", live ? "\r\033[K" : "",
+                       step, train_loss, val_loss, best ? " (best, saved to " : "",
+                       best ? o.output : "");
+                if (best) printf(")");
+                if (o.game_mask) {
+                    char summary[512];
+                    ame_summary(&tr.ame, tr.lr[0] / (float)exp(tr.ame.a[0]),
+                                trainer_mean_sigma(&tr), summary, sizeof(summary));
+                    printf("\n  game: %s", summary);
+                }
+                printf("\n");
+                fflush(stdout);
             }
-            printf("\n");
-            fflush(stdout);
+            if (o.plot && trainer_plot(&tr, o.plot, err, sizeof(err)) != 0)
+                fprintf(stderr, "warning: %s\n", err);
             t_log = now_ms(); // evaluation time is not training time
         }
+
+        // the latest checkpoint, every save_every steps
+        if (o.save_every > 0 && step % o.save_every == 0 && step < o.steps) {
+            if (trainer_save(&tr, o.last, err, sizeof(err)) != 0) {
+                fprintf(stderr, "%serror: %s\n", live ? "\n" : "", err);
+                status = EXIT_FAILURE;
+                break;
+            }
+        }
+        if (o.stop_at > 0 && step >= o.stop_at) break;
+    }
+    if (live) printf("\n");
+
+    // the latest checkpoint, at the end or on a signal (not after a failure)
+    if (status == EXIT_SUCCESS && trainer_save(&tr, o.last, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        status = EXIT_FAILURE;
+    }
+    if (stop_signal) {
+        fprintf(stderr, "stopped by signal %d at step %ld; continue with: train --resume "
+                "%s\n", (int)stop_signal, tr.step, o.last);
+        trainer_free(&tr);
+        return 128 + stop_signal;
     }
 
-    // the end: a sample from the best model
-    printf("done in %.1f s; best validation loss %.4f at step %ld, in %s\n",
-           (now_ms() - t_start) / 1e3, tr.best_val, tr.best_step, o.output);
+    // the summary, and a sample from the best model
+    char took[32];
+    format_duration((now_ms() - t_start) / 1e3, took, sizeof(took));
+    printf("done: %ld steps in %s (%.1f ms/step), %ld tokens seen\n", tr.step - first_step,
+           took, t_train / (tr.step - first_step > 0 ? tr.step - first_step : 1),
+           (tr.step - first_step) * tokens_per_step);
+    if (tr.best_step >= 0) {
+        printf("best validation loss %.4f at step %ld, saved in %s\n", tr.best_val,
+               tr.best_step, o.output);
+        printf("latest step saved in %s (train --resume %s continues it)\n", o.last,
+               o.last);
+        printf("sample it with: ./run %s -n 500 -i \"...\"\n", o.output);
+    }
     Model best;
     Tokenizer tok;
-    if (model_load(&best, &tok, NULL, o.output, err, sizeof(err)) == 0) {
-        Model tmp = tr.model;
-        tr.model = best;
+    if (status == EXIT_SUCCESS && !o.quiet && o.sample_chars > 0 &&
+        model_load(&best, &tok, NULL, o.output, err, sizeof(err)) == 0) {
         printf("sample from the best model:\n----\n");
-        print_sample(&tr, o.sample_chars);
+        print_sample(&best, &tok, &tr.val, o.seed, o.sample_chars);
         printf("----\n");
-        tr.model = tmp;
         model_free(&best);
         tokenizer_free(&tok);
     }
     trainer_free(&tr);
-    return EXIT_SUCCESS;
+    free(stored[0]);
+    free(stored[1]);
+    free(stored[2]);
+    return status;
 }
 #endif

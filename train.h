@@ -120,11 +120,39 @@ typedef struct {
     const char* game;
     unsigned game_mask;
     int dither;
-    const char* log_csv;
+    const char* log_csv;  // per-step CSV trace, or NULL
+    const char* resume;   // checkpoint to continue from, or NULL
+    const char* last;     // latest-step checkpoint, or NULL for OUTPUT.last
+    const char* plot;     // PNG of the run, or NULL
+    long save_every;      // steps between saves of the latest checkpoint
+    long stop_at;         // stop after this step (0: run to the end)
+    int quiet;
     AmeParams ame;
 } TrainOptions;
 
 void train_options_default(TrainOptions* o);
+
+// Parses the train program's flags into o (which holds the defaults). Returns
+// 0, 1 when --help was asked for, or -1 with a message naming the flag and
+// what it accepts in err. Never exits.
+int train_parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t errlen);
+
+// The --help text.
+void train_usage(FILE* f);
+
+// What a run has done, kept for the plot: one point per `stride` steps (the
+// stride doubles whenever the buffer fills, so memory stays bounded), and every
+// evaluation.
+#define HISTORY_POINTS 2048
+#define HISTORY_EVALS 4096
+typedef struct {
+    int n, stride;
+    float step[HISTORY_POINTS], loss[HISTORY_POINTS], eta[HISTORY_POINTS];
+    float sigma[HISTORY_POINTS], jumps[HISTORY_POINTS], kept[HISTORY_POINTS];
+    float lr[MAX_GROUPS][HISTORY_POINTS];
+    int n_evals;
+    float eval_step[HISTORY_EVALS], eval_train[HISTORY_EVALS], eval_val[HISTORY_EVALS];
+} History;
 
 // A training run: model, gradients, optimizer, GAME state and data.
 typedef struct {
@@ -142,8 +170,9 @@ typedef struct {
     float best_val;        // best validation loss so far (INFINITY before any)
     long best_step;
     long skipped;          // steps skipped for a non-finite loss or gradient
-    float lr[MAX_GROUPS], beta1[MAX_GROUPS];
-    FILE* csv;
+    float lr[MAX_GROUPS], beta1[MAX_GROUPS]; // what moved the weights last step
+    FILE* csv;             // per-step trace, or NULL
+    History* history;      // for the plot
 } Trainer;
 
 // Reads and encodes o->input, splits it, builds model and optimizer. Returns 0,
@@ -155,10 +184,31 @@ void trainer_free(Trainer* tr);
 // counts in tr->skipped).
 float trainer_step(Trainer* tr);
 
+// Writes the CSV trace's header line.
+void trainer_csv_header(Trainer* tr);
+
+// Remembers an evaluation for the plot.
+void trainer_record_eval(Trainer* tr, float train_loss, float val_loss);
+
+// Mean sigma of the C2 noise sites (attention and MLP outputs).
+float trainer_mean_sigma(const Trainer* tr);
+
+// Draws the run so far (losses, learning rates per group, eta and sigma, jumps)
+// into a PNG at path.
+int trainer_plot(const Trainer* tr, const char* path, char* err, size_t errlen);
+
 // Mean loss over the fixed evaluation batches of split s (noise off).
 float trainer_eval(Trainer* tr, const Split* s, uint64_t site);
 
 // Saves model, vocabulary, optimizer, GAME and training state atomically.
+// Refuses (-1, message in err) to write a non-finite parameter.
 int trainer_save(const Trainer* tr, const char* path, char* err, size_t errlen);
+
+// Replaces the options in o with those a training checkpoint was run with
+// (shape, data path, schedule, GAME settings), for --resume; flags given on the
+// command line are parsed on top afterwards. strings[0..2] receive malloc'd
+// copies of the stored paths, for the caller to free.
+int train_options_from_checkpoint(const char* path, TrainOptions* o, char* strings[3],
+                                  char* err, size_t errlen);
 
 #endif
