@@ -67,9 +67,10 @@ tests/test_all: $(TEST_SRC) $(LIB_OBJ) train_lib.o run_lib.o $(HEADERS) tests/te
 test: deps train run tests/test_all
 	./tests/test_all --jobs 1
 
+# The default recipe on the bundled text, then a sample of the best model.
 demo: deps train run
 	./train
-	./run model.bin -n 500 -i "ROMEO:"
+	./run model.bin -n 500 -t 0.8 -i "ROMEO:"
 
 xor: deps xor.c ame.o
 	$(CC) $(CFLAGS) xor.c ame.o -o $@ $(LDFLAGS) $(LDLIBS)
@@ -80,3 +81,4 @@ debug: clean all
 
 clean:
 	rm -f train run xor *.o tests/test_all
+include fuzz/fuzz.mk

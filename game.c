@@ -611,8 +611,18 @@ void block_views(BlockViews* w, const Model* m, int l) {
 // ----------------------------------------------------------------------------
 // Single-token decoding with a key/value cache
 
-void kvcache_init(KVCache* kv, const GameConfig* cfg) {
-    size_t L = cfg->layers, C = cfg->channels, T = cfg->context;
+// dst (cols, rows) = src (rows, cols)^T
+static void transpose(float* dst, const float* src, int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+}
+
+// Floats of one layer's transposed matrices: 3CC + CC + 4CC + 4CC.
+static size_t layer_wt_size(int C) { return 12 * (size_t)C * C; }
+
+void kvcache_init(KVCache* kv, const Model* m) {
+    const GameConfig* cfg = &m->config;
+    size_t L = cfg->layers, C = cfg->channels, T = cfg->context, V = cfg->vocab_size;
     kv->capacity = cfg->context;
     kv->keys = xcalloc(L * T * C, sizeof(float), "key cache");
     kv->values = xcalloc(L * T * C, sizeof(float), "value cache");
@@ -622,12 +632,27 @@ void kvcache_init(KVCache* kv, const GameConfig* cfg) {
     kv->atty = xcalloc(C, sizeof(float), "decode state");
     kv->att = xcalloc((size_t)cfg->heads * T, sizeof(float), "decode state");
     kv->hidden = xcalloc(4 * C, sizeof(float), "decode state");
-    kv->logits = xcalloc(cfg->vocab_size, sizeof(float), "decode state");
+    kv->logits = xcalloc(V, sizeof(float), "decode state");
+    kv->window_logits = xcalloc(T * V, sizeof(float), "decode state");
+
+    // the transposed matrices, layer by layer, then the head
+    kv->wt = xmalloc((L * layer_wt_size(C) + C * V) * sizeof(float), "decode weights");
+    for (size_t l = 0; l < L; l++) {
+        BlockViews w;
+        block_views(&w, m, (int)l);
+        float* dst = kv->wt + l * layer_wt_size(C);
+        transpose(dst, w.qkvw, 3 * C, C);
+        transpose(dst + 3 * C * C, w.attprojw, C, C);
+        transpose(dst + 4 * C * C, w.fcw, 4 * C, C);
+        transpose(dst + 8 * C * C, w.fcprojw, C, 4 * C);
+    }
+    transpose(kv->wt + L * layer_wt_size(C), m->params.t[P_WTE], V, C);
 }
 
 void kvcache_free(KVCache* kv) {
     free(kv->keys);
     free(kv->values);
+    free(kv->wt);
     free(kv->x);
     free(kv->xb);
     free(kv->qkv);
@@ -635,7 +660,21 @@ void kvcache_free(KVCache* kv) {
     free(kv->att);
     free(kv->hidden);
     free(kv->logits);
+    free(kv->window_logits);
     memset(kv, 0, sizeof(*kv));
+}
+
+// out (OC) = bias + x (IC) @ wt (IC, OC): a sum of rows of wt; bias may be NULL.
+static void matvec_t(float* restrict out, const float* restrict x,
+                     const float* restrict wt, const float* bias, int IC, int OC) {
+    if (bias) memcpy(out, bias, OC * sizeof(float));
+    else memset(out, 0, OC * sizeof(float));
+    for (int i = 0; i < IC; i++) {
+        const float* row = wt + (size_t)i * OC;
+        float xi = x[i];
+        #pragma omp simd
+        for (int o = 0; o < OC; o++) out[o] += xi * row[o];
+    }
 }
 
 float* model_decode(Model* m, KVCache* kv, int token, int pos) {
@@ -654,10 +693,12 @@ float* model_decode(Model* m, KVCache* kv, int token, int pos) {
         block_views(&w, m, l);
         float* kcache = kv->keys + (size_t)l * kv->capacity * C;
         float* vcache = kv->values + (size_t)l * kv->capacity * C;
+        const float* wt = kv->wt + l * layer_wt_size(C);
+        size_t CC = (size_t)C * C;
 
         // q, k, v of this position; k and v go into the cache
         layernorm_forward(kv->xb, &mean, &rstd, kv->x, w.ln1w, w.ln1b, 1, C);
-        matvec_forward(kv->qkv, kv->xb, w.qkvw, w.qkvb, C, 3 * C);
+        matvec_t(kv->qkv, kv->xb, wt, w.qkvb, C, 3 * C);
         memcpy(kcache + (size_t)pos * C, kv->qkv + C, C * sizeof(float));
         memcpy(vcache + (size_t)pos * C, kv->qkv + 2 * C, C * sizeof(float));
 
@@ -669,39 +710,67 @@ float* model_decode(Model* m, KVCache* kv, int token, int pos) {
             for (int t2 = 0; t2 <= pos; t2++) {
                 const float* k = kcache + (size_t)t2 * C + h * hs;
                 float s = 0.0f;
+                #pragma omp simd reduction(+ : s)
                 for (int i = 0; i < hs; i++) s += q[i] * k[i];
                 a[t2] = s * scale;
-                if (a[t2] > maxv) maxv = a[t2];
+                maxv = a[t2] > maxv ? a[t2] : maxv;
             }
             float sum = 0.0f;
+            #pragma omp simd reduction(+ : sum)
             for (int t2 = 0; t2 <= pos; t2++) {
-                a[t2] = expf(a[t2] - maxv);
+                a[t2] = fast_expf(a[t2] - maxv);
                 sum += a[t2];
             }
             float* o = kv->atty + h * hs;
             for (int i = 0; i < hs; i++) o[i] = 0.0f;
+            float inv = 1.0f / sum;
             for (int t2 = 0; t2 <= pos; t2++) {
                 const float* v = vcache + (size_t)t2 * C + h * hs;
-                float wt = a[t2] / sum;
-                for (int i = 0; i < hs; i++) o[i] += wt * v[i];
+                float wt2 = a[t2] * inv;
+                #pragma omp simd
+                for (int i = 0; i < hs; i++) o[i] += wt2 * v[i];
             }
         }
 
         // output projection and residual
-        matvec_forward(kv->xb, kv->atty, w.attprojw, w.attprojb, C, C);
+        matvec_t(kv->xb, kv->atty, wt + 3 * CC, w.attprojb, C, C);
         for (int c = 0; c < C; c++) kv->x[c] += kv->xb[c];
 
         // MLP and residual
         layernorm_forward(kv->xb, &mean, &rstd, kv->x, w.ln2w, w.ln2b, 1, C);
-        matvec_forward(kv->hidden, kv->xb, w.fcw, w.fcb, C, 4 * C);
+        matvec_t(kv->hidden, kv->xb, wt + 4 * CC, w.fcb, C, 4 * C);
         gelu_forward(kv->hidden, kv->hidden, 4 * (size_t)C);
-        matvec_forward(kv->xb, kv->hidden, w.fcprojw, w.fcprojb, 4 * C, C);
+        matvec_t(kv->xb, kv->hidden, wt + 8 * CC, w.fcprojb, 4 * C, C);
         for (int c = 0; c < C; c++) kv->x[c] += kv->xb[c];
     }
 
     // final layernorm and the tied head
     layernorm_forward(kv->xb, &mean, &rstd, kv->x, p[P_LNFW], p[P_LNFB], 1, C);
-    matvec_forward(kv->logits, kv->xb, p[P_WTE], NULL, C, V);
+    matvec_t(kv->logits, kv->xb, kv->wt + cfg->layers * layer_wt_size(C), NULL, C, V);
+    return kv->logits;
+}
+
+float* model_prefill(Model* m, KVCache* kv, const int* tokens, int n) {
+    const GameConfig* cfg = &m->config;
+    size_t C = cfg->channels, V = cfg->vocab_size;
+
+    // one forward pass over the tokens as a single sequence, without noise
+    NoiseConfig saved = m->noise;
+    memset(&m->noise, 0, sizeof(m->noise));
+    model_forward(m, tokens, NULL, 1, n, kv->window_logits);
+    m->noise = saved;
+
+    // every layer's keys and values into the cache
+    for (int l = 0; l < cfg->layers; l++) {
+        const float* qkv = m->acts.t[A_QKV] + (size_t)l * n * 3 * C;
+        float* kc = kv->keys + (size_t)l * kv->capacity * C;
+        float* vc = kv->values + (size_t)l * kv->capacity * C;
+        for (int t = 0; t < n; t++) {
+            memcpy(kc + t * C, qkv + t * 3 * C + C, C * sizeof(float));
+            memcpy(vc + t * C, qkv + t * 3 * C + 2 * C, C * sizeof(float));
+        }
+    }
+    memcpy(kv->logits, kv->window_logits + (size_t)(n - 1) * V, V * sizeof(float));
     return kv->logits;
 }
 
@@ -726,7 +795,18 @@ int model_from_checkpoint(Model* m, Tokenizer* tk, const Checkpoint* ck, char* e
     }
     free(symbols);
 
-    // the parameters, whose count the configuration fixes
+    // the parameters, whose count the configuration fixes: checked against the
+    // section before anything of that size is allocated
+    size_t sizes[NUM_PARAM_TENSORS];
+    size_t count = param_sizes(&ck->config, sizes);
+    const CkptSection* parm = ckpt_find(ck, "PARM");
+    if (!parm || parm->size != 4 * (uint64_t)count) {
+        snprintf(err, errlen, "its configuration needs %zu parameter bytes but the "
+                 "PARM section %s %llu", 4 * count, parm ? "holds" : "is missing:",
+                 parm ? (unsigned long long)parm->size : 0ULL);
+        tokenizer_free(tk);
+        return -1;
+    }
     model_init(m, &ck->config);
     if (ckpt_read_f32(ck, "PARM", m->params_memory, m->num_params, err, errlen) != 0) {
         model_free(m);

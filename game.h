@@ -254,10 +254,19 @@ void head_noise_vectors(const Model* m, float** f_out, float** f_in, float** sig
 // ----------------------------------------------------------------------------
 // Single-token decoding with a key/value cache
 
+//
+// The decoder keeps its own copy of the weight matrices, transposed to
+// (IC, OC), so that one token's products are sums of rows (vector-friendly
+// axpy's) instead of dot products that each end in a horizontal sum. The copy
+// is made by kvcache_init: a model whose weights change afterwards needs a new
+// cache.
+
 typedef struct {
     int capacity;  // positions the cache holds (the model's context)
     float* keys;   // (L, capacity, C)
     float* values; // (L, capacity, C)
+    float* wt;     // per layer qkvw^T (C, 3C), attprojw^T (C, C), fcw^T (C, 4C),
+                   // fcprojw^T (4C, C); then wte^T (C, V) for the head
     float* x;      // (C)   residual stream of the current token
     float* xb;     // (C)   normalised input of the current sublayer
     float* qkv;    // (3C)
@@ -265,15 +274,23 @@ typedef struct {
     float* att;    // (NH, capacity) scores of the current token
     float* hidden; // (4C)
     float* logits; // (V)
+    float* window_logits; // (capacity, V) scratch of model_prefill
 } KVCache;
 
-void kvcache_init(KVCache* kv, const GameConfig* cfg);
+// Allocates an empty cache for m and copies m's matrices, transposed.
+void kvcache_init(KVCache* kv, const Model* m);
 void kvcache_free(KVCache* kv);
 
 // Runs token `token` at position `pos` (0 <= pos < context), reading the cached
 // keys and values of positions 0 .. pos - 1 and storing this position's. Returns
 // kv->logits, (V). Noise is never applied here.
 float* model_decode(Model* m, KVCache* kv, int token, int pos);
+
+// Runs tokens (n, 1 <= n <= context) at positions 0 .. n - 1 as one batched
+// forward pass (noise off), filling the cache's keys and values for those
+// positions, and returns the logits (V) after the last one (in kv->logits).
+// Equivalent to n model_decode calls up to float rounding, and much faster.
+float* model_prefill(Model* m, KVCache* kv, const int* tokens, int n);
 
 // ----------------------------------------------------------------------------
 // Checkpoints (the file format itself is in weights.h)

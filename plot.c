@@ -271,11 +271,14 @@ static void tidy_exponent(char* s)
 }
 
 // A tick value on a linear scale with the given step; maxabs is the largest
-// magnitude on the axis and decides between fixed and exponent notation.
-static void format_linear(char* out, size_t len, double v, double step, double maxabs)
+// magnitude on the axis and decides between fixed and exponent notation (fixed
+// from 1e-4 to 1e6; on a log axis, matching its decade labels, from 1e-3 to 1e4).
+static void format_linear(char* out, size_t len, double v, double step, double maxabs,
+                          int log_axis)
 {
+    double fixed_lo = log_axis ? 1e-3 : 1e-4, fixed_hi = log_axis ? 1e4 : 1e6;
     if (fabs(v) < step * 1e-6) v = 0.0; // no "-0.0"
-    if (maxabs >= 1e6 || maxabs < 1e-4) {
+    if (maxabs >= fixed_hi || maxabs < fixed_lo) {
         int sig = (int)(floor(log10(maxabs)) - floor(log10(step))) + 1;
         sig = sig < 1 ? 1 : sig > 8 ? 8 : sig;
         snprintf(out, len, "%.*e", sig - 1, v);
@@ -308,7 +311,7 @@ static void ticks_linear(Ticks* t, double lo, double hi, double step, int log_po
         double v = k * step;
         if (log_pos && v <= 0.0) continue;
         t->pos[t->n] = log_pos ? log10(v) : v;
-        format_linear(t->label[t->n], sizeof t->label[0], v, step, maxabs);
+        format_linear(t->label[t->n], sizeof t->label[0], v, step, maxabs, log_pos);
         t->n++;
     }
 }
@@ -758,7 +761,7 @@ static void panel_draw(Canvas* c, const PlotPanel* p, int cx0, int cy0, int cx1,
         int has_legend = legend_layout(c, &f, p, &L);
         double ink = has_legend ? legend_place(c, &f, &L, &bx, &by) : 0.0;
         double need = has_legend ? (L.box_h + 2.0 * LEGEND_MARGIN) / ph : 1.0;
-        if (pass == 0 && ink > LEGEND_MAX_INK && need < 0.6) {
+        if (pass == 0 && ink > LEGEND_MAX_INK && need < 0.4) {
             fill_rect(c, cx0, cy0, cx1, cy1, COLOR_BG, 1.0f);
             headroom = need;
             continue;

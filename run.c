@@ -9,23 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "game.h"
+#include "run.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "weights.h"
 
-typedef struct {
-    const char* model;
-    long tokens;
-    float temperature;
-    int top_k;
-    float top_p;
-    uint64_t seed;
-    const char* prompt;      // -i TEXT
-    const char* prompt_file; // -f FILE
-    int no_cache;            // --no-cache: recompute the window for every token
-} RunOptions;
 
 void run_options_default(RunOptions* o) {
     memset(o, 0, sizeof(*o));
@@ -34,6 +27,7 @@ void run_options_default(RunOptions* o) {
     o->top_k = 0;
     o->top_p = 1.0f;
     o->seed = 1337;
+    o->threads = 1;
 }
 
 // Encodes a prompt with the model's vocabulary. Returns the count, or -1 with
@@ -60,9 +54,9 @@ long encode_prompt(const Tokenizer* tk, const unsigned char* text, size_t n, int
     return -1;
 }
 
-#ifndef GAME_NO_MAIN
-
-static void usage(FILE* f, const RunOptions* d) {
+void run_usage(FILE* f) {
+    RunOptions d;
+    run_options_default(&d);
     fprintf(f,
         "usage: run MODEL [options]\n"
         "Generates text from a checkpoint written by train.\n\n"
@@ -78,25 +72,29 @@ static void usage(FILE* f, const RunOptions* d) {
         "  -f, --prompt-file F   read the text to continue from a file\n"
         "      --no-cache        recompute the whole window for every token instead of\n"
         "                        using the key/value cache (slower; for comparisons)\n"
+        "      --threads N       OpenMP threads (default 1: one token at a time gains\n"
+        "                        nothing from more)\n"
         "  -h, --help            this text\n\n"
         "example: run model.bin -n 300 -t 0.8 -i \"ROMEO:\"\n",
-        d->tokens, d->temperature, d->top_k, d->top_p, (unsigned long long)d->seed);
+        d.tokens, d.temperature, d.top_k, d.top_p, (unsigned long long)d.seed);
 }
 
-static double parse_number(const char* flag, const char* s, double lo, double hi,
-                           int integer) {
+// Parses a whole-string number in [lo, hi] into *out; -1 with a message if not.
+static int parse_number(const char* flag, const char* s, double lo, double hi,
+                        int integer, double* out, char* err, size_t errlen) {
     char* end;
     errno = 0;
     double v = integer ? (double)strtoll(s, &end, 10) : strtod(s, &end);
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "error: %s '%s': expected %s from %g to %g\n", flag, s,
-                integer ? "a whole number" : "a number", lo, hi);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "%s '%s': expected %s from %g to %g", flag, s,
+                 integer ? "a whole number" : "a number", lo, hi);
+        return -1;
     }
-    return v;
+    *out = v;
+    return 0;
 }
 
-static void parse_options(RunOptions* o, int argc, char** argv) {
+int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errlen) {
     static const struct option longs[] = {
         {"tokens", required_argument, 0, 'n'},
         {"temperature", required_argument, 0, 't'},
@@ -106,58 +104,94 @@ static void parse_options(RunOptions* o, int argc, char** argv) {
         {"prompt", required_argument, 0, 'i'},
         {"prompt-file", required_argument, 0, 'f'},
         {"no-cache", no_argument, 0, 'N'},
+        {"threads", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    RunOptions defaults = *o;
     int c;
+    double v = 0.0;
     opterr = 0;
+    optind = 0; // a full rescan, so the parser can run more than once
     while ((c = getopt_long(argc, argv, ":n:t:k:p:s:i:f:h", longs, NULL)) != -1) {
+        int rc = 0;
         switch (c) {
-        case 'n': o->tokens = (long)parse_number("-n", optarg, 0, 1e12, 1); break;
-        case 't': o->temperature = parse_number("-t", optarg, 0, 1e6, 0); break;
-        case 'k': o->top_k = (int)parse_number("-k", optarg, 0, 1 << 21, 1); break;
-        case 'p': o->top_p = parse_number("-p", optarg, 1e-30, 1, 0); break;
-        case 's': o->seed = (uint64_t)parse_number("-s", optarg, 0, 9e15, 1); break;
+        case 'n':
+            rc = parse_number("-n", optarg, 0, 1e12, 1, &v, err, errlen);
+            o->tokens = (long)v;
+            break;
+        case 't':
+            rc = parse_number("-t", optarg, 0, 1e6, 0, &v, err, errlen);
+            o->temperature = (float)v;
+            break;
+        case 'k':
+            rc = parse_number("-k", optarg, 0, 1 << 21, 1, &v, err, errlen);
+            o->top_k = (int)v;
+            break;
+        case 'p':
+            rc = parse_number("-p", optarg, 1e-30, 1, 0, &v, err, errlen);
+            o->top_p = (float)v;
+            break;
+        case 's':
+            rc = parse_number("-s", optarg, 0, 9e15, 1, &v, err, errlen);
+            o->seed = (uint64_t)v;
+            break;
+        case 'T':
+            rc = parse_number("--threads", optarg, 1, 1024, 1, &v, err, errlen);
+            o->threads = (int)v;
+            break;
         case 'i': o->prompt = optarg; break;
         case 'f': o->prompt_file = optarg; break;
         case 'N': o->no_cache = 1; break;
-        case 'h': usage(stdout, &defaults); exit(EXIT_SUCCESS);
+        case 'h': return 1;
         case ':':
-            fprintf(stderr, "error: %s needs a value; see run --help\n", argv[optind - 1]);
-            exit(EXIT_FAILURE);
+            snprintf(err, errlen, "%s needs a value; see run --help", argv[optind - 1]);
+            return -1;
         default:
-            fprintf(stderr, "error: unknown option '%s'; see run --help\n",
-                    argv[optind - 1]);
-            exit(EXIT_FAILURE);
+            snprintf(err, errlen, "unknown option '%s'; see run --help",
+                     optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+            return -1;
         }
+        if (rc != 0) return -1;
     }
     if (optind >= argc) {
-        fprintf(stderr, "error: no model given; usage: run MODEL [options] (try run "
-                "model.bin after train)\n");
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "no model given; usage: run MODEL [options] (try run "
+                 "model.bin after train)");
+        return -1;
     }
     o->model = argv[optind++];
     if (optind < argc) {
-        fprintf(stderr, "error: unexpected argument '%s'; a prompt is given with -i\n",
-                argv[optind]);
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "unexpected argument '%s'; a prompt is given with -i",
+                 argv[optind]);
+        return -1;
     }
     if (o->prompt && o->prompt_file) {
-        fprintf(stderr, "error: give the prompt with -i or -f, not both\n");
-        exit(EXIT_FAILURE);
+        snprintf(err, errlen, "give the prompt with -i or -f, not both");
+        return -1;
     }
+    return 0;
 }
 
+#ifndef GAME_NO_MAIN
 int main(int argc, char** argv) {
     RunOptions o;
     run_options_default(&o);
-    parse_options(&o, argc, argv);
+    char err[1024];
+    int parsed = run_parse_args(&o, argc, argv, err, sizeof(err));
+    if (parsed == 1) {
+        run_usage(stdout);
+        return EXIT_SUCCESS;
+    }
+    if (parsed != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return EXIT_FAILURE;
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(o.threads);
+#endif
 
     // the model
     Model m;
     Tokenizer tk;
-    char err[1024];
     if (model_load(&m, &tk, NULL, o.model, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: %s\n", err);
         return EXIT_FAILURE;

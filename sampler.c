@@ -117,8 +117,7 @@ static float* window_feed(Window* w, int token) {
     if (w->len == T) {
         int keep = T / 2;
         memmove(w->window, w->window + T - keep, keep * sizeof(int));
-        if (!w->no_cache)
-            for (int i = 0; i < keep; i++) model_decode(w->m, &w->kv, w->window[i], i);
+        if (!w->no_cache) model_prefill(w->m, &w->kv, w->window, keep);
         w->len = keep;
     }
     w->window[w->len++] = token;
@@ -132,7 +131,7 @@ static float* window_feed(Window* w, int token) {
 long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long n_prompt,
               long n_new, FILE* out) {
     Window w = {m, {0}, NULL, 0, s->no_cache, NULL};
-    kvcache_init(&w.kv, &m->config);
+    kvcache_init(&w.kv, m);
     w.window = xmalloc((size_t)m->config.context * sizeof(int), "window");
     if (w.no_cache) {
         size_t n = (size_t)m->config.context * m->config.vocab_size;
@@ -142,7 +141,13 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
     // the prompt: its last `context` tokens, or a newline
     float* logits = NULL;
     long start = n_prompt > m->config.context ? n_prompt - m->config.context : 0;
-    for (long i = start; i < n_prompt; i++) logits = window_feed(&w, prompt[i]);
+    if (!w.no_cache && n_prompt > start) {
+        w.len = (int)(n_prompt - start);
+        memcpy(w.window, prompt + start, w.len * sizeof(int));
+        logits = model_prefill(m, &w.kv, w.window, w.len);
+    } else {
+        for (long i = start; i < n_prompt; i++) logits = window_feed(&w, prompt[i]);
+    }
     if (!logits) {
         int nl = tokenizer_lookup(tk, '\n');
         logits = window_feed(&w, nl >= 0 ? nl : 0);

@@ -546,6 +546,9 @@ void adamw_step(AdamW* opt, float* params, const float* g, float grad_scale,
         }
     }
 
+    // one parallel region for all slices; each slice's elements are split
+    // among the threads, with no barrier between slices (they are disjoint)
+    #pragma omp parallel
     for (int s = 0; s < opt->num_slices; s++) {
         const ParamSlice* sl = &opt->slices[s];
         int gi = sl->group;
@@ -559,7 +562,7 @@ void adamw_step(AdamW* opt, float* params, const float* g, float grad_scale,
         // direction with respect to beta1, (m_prev - g) / (c1 (sqrt(vhat) + eps)),
         // are kept for the next step's hypergradients (bias correction's own
         // dependence on beta1 is neglected there).
-        #pragma omp parallel for schedule(static)
+        #pragma omp for schedule(static) nowait
         for (size_t i = sl->offset; i < sl->offset + sl->size; i++) {
             float gr = g[i] * grad_scale;
             float m_prev = opt->m[i];

@@ -1026,7 +1026,7 @@ Test(model, kv_cache_decode_matches_full_forward, .init = one_thread) {
     // which must ignore them
     m.noise = (NoiseConfig){1, 1, 1, 1, 2.0f, 5, 5};
     KVCache kv;
-    kvcache_init(&kv, &cfg);
+    kvcache_init(&kv, &m);
     for (int b = 0; b < B; b++) {
         for (int pos = 0; pos < T; pos++) {
             const float* lg = model_decode(&m, &kv, tokens[b * T + pos], pos);

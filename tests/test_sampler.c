@@ -532,7 +532,7 @@ static void check_window_rule(int context, long n_new) {
     long first = n_prompt > context ? n_prompt - context : 0;
     for (long i = first; i < n_prompt; i++) window_push(window, &len, context, prompt[i]);
     KVCache kv;
-    kvcache_init(&kv, &m.config);
+    kvcache_init(&kv, &m);
     Sampler s;
     sampler_init(&s, tk.size, 1.0f, 0, 1.0f, 11);
     for (long k = 0; k < n_new; k++) {
