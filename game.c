@@ -665,15 +665,33 @@ void kvcache_free(KVCache* kv) {
 }
 
 // out (OC) = bias + x (IC) @ wt (IC, OC): a sum of rows of wt; bias may be NULL.
+// The outputs go in chunks of MATVEC_CHUNK that stay in registers (eight
+// 512-bit vectors, enough independent sums to keep the FMA units busy) while
+// the rows stream past.
+#define MATVEC_CHUNK 128
 static void matvec_t(float* restrict out, const float* restrict x,
                      const float* restrict wt, const float* bias, int IC, int OC) {
-    if (bias) memcpy(out, bias, OC * sizeof(float));
-    else memset(out, 0, OC * sizeof(float));
+    int o0 = 0;
+    for (; o0 + MATVEC_CHUNK <= OC; o0 += MATVEC_CHUNK) {
+        float acc[MATVEC_CHUNK];
+        for (int j = 0; j < MATVEC_CHUNK; j++) acc[j] = bias ? bias[o0 + j] : 0.0f;
+        for (int i = 0; i < IC; i++) {
+            const float* row = wt + (size_t)i * OC + o0;
+            float xi = x[i];
+            #pragma omp simd
+            for (int j = 0; j < MATVEC_CHUNK; j++) acc[j] += xi * row[j];
+        }
+        memcpy(out + o0, acc, sizeof(acc));
+    }
+
+    // the last, partial chunk
+    int n = OC - o0;
+    if (n == 0) return;
+    for (int j = 0; j < n; j++) out[o0 + j] = bias ? bias[o0 + j] : 0.0f;
     for (int i = 0; i < IC; i++) {
-        const float* row = wt + (size_t)i * OC;
+        const float* row = wt + (size_t)i * OC + o0;
         float xi = x[i];
-        #pragma omp simd
-        for (int o = 0; o < OC; o++) out[o] += xi * row[o];
+        for (int j = 0; j < n; j++) out[o0 + j] += xi * row[j];
     }
 }
 

@@ -74,11 +74,11 @@ static const uint32_t palette[10] = {
 
 typedef struct {
     uint8_t* rgb; // h rows of w pixels, 3 bytes each
-    int w, h;
-    char* vbuf;     // stb_easy_font vertices, TEXT_MAX * VBUF_PER_CHAR bytes
-    float* cov;     // one series' line coverage over a plot area, up to w * h
-    float* occ;     // the union of a panel's coverages, for placing the legend
-    int scale;      // text scale in the panels (pixels per font unit)
+    int w, h;     // picture size in pixels
+    char* vbuf;   // stb_easy_font vertices, TEXT_MAX * VBUF_PER_CHAR bytes
+    float* cov;   // one series' line coverage over a plot area, up to w * h
+    float* occ;   // the union of a panel's coverages, for placing the legend
+    int scale;    // text scale in the panels (pixels per font unit)
 } Canvas;
 
 static void set_err(char* err, size_t errlen, const char* fmt, ...)
@@ -294,19 +294,21 @@ static void format_linear(char* out, size_t len, double v, double step, double m
 static void ticks_linear(Ticks* t, double lo, double hi, double step, int log_pos)
 {
     // grow the step until the ticks fit the array
-    double k0, k1;
-    for (;;) {
+    t->n = 0;
+    t->n_minor = 0;
+    double k0 = 0.0, k1 = -1.0;
+    for (int tries = 0; tries < 64; tries++) {
+        if (!isfinite(step) || !(step > 0.0)) return;
         k0 = ceil(lo / step - 1e-9);
         k1 = floor(hi / step + 1e-9);
         if (k1 - k0 + 1 <= MAX_TICKS) break;
         step = next_step(step);
     }
+    if (!(k1 - k0 + 1 <= MAX_TICKS)) return;
     double maxabs = fmax(fabs(k0 * step), fabs(k1 * step));
     if (maxabs == 0.0) maxabs = step;
 
     // values from integer multiples, so no error accumulates
-    t->n = 0;
-    t->n_minor = 0;
     for (double k = k0; k <= k1; k++) {
         double v = k * step;
         if (log_pos && v <= 0.0) continue;
@@ -374,7 +376,7 @@ static void axis_ticks(Ticks* t, const Axis* ax, double len, int horizontal, int
 {
     double span = ax->hi - ax->lo;
 
-    // log axis over two decades or more: every decade, or every stride-th
+    // log axis with two or more decades inside: every decade, or every stride-th
     if (ax->log) {
         int k0 = (int)ceil(ax->lo - 1e-9), k1 = (int)floor(ax->hi + 1e-9);
         if (k1 - k0 >= 1) {
@@ -422,7 +424,7 @@ static void axis_ticks(Ticks* t, const Axis* ax, double len, int horizontal, int
 static Axis axis_make(double lo, double hi, int log, double pad)
 {
     Axis a = {lo, hi, log};
-    if (!(lo <= hi)) {
+    if (!(lo <= hi) || !isfinite(lo) || !isfinite(hi)) {
         a.lo = 0.0;
         a.hi = 1.0;
         return a;
@@ -497,32 +499,74 @@ static void frame_point(const Frame* f, float x, float y, double* px, double* py
     *py = axis_pixel(&f->ya, f->ya.log ? log10(y) : y, f->y0, f->y1, 1) - f->y0;
 }
 
+// Consecutive points that land in one pixel column, in local pixel coordinates.
+typedef struct {
+    int n;            // points in the run, 0 when none is open
+    long col;         // their column
+    double fx, fy;    // first point
+    double lx, ly;    // last point
+    double x_sum;     // for the mean x
+    double y_lo, y_hi;
+} Run;
+
+// Adds the coverage of a finished run to cov: the link from the previous run's last
+// point (*has_prev, *px, *py), then the run itself, exact for one or two points and
+// as the vertical span of its y values for more, which is what a dense polyline
+// inside one column covers. A single point starting and ending a line is a dot.
+static void run_cover(float* cov, int aw, int ah, const Run* r, int ends_line,
+                      int* has_prev, double* px, double* py)
+{
+    if (*has_prev) {
+        cover_segment(cov, aw, ah, *px, *py, r->fx, r->fy, LINE_HALF_WIDTH);
+    }
+    if (r->n == 1 && !*has_prev && ends_line) {
+        cover_segment(cov, aw, ah, r->fx, r->fy, r->fx, r->fy, DOT_HALF_WIDTH);
+    } else if (r->n == 2) {
+        cover_segment(cov, aw, ah, r->fx, r->fy, r->lx, r->ly, LINE_HALF_WIDTH);
+    } else if (r->n > 2) {
+        double xm = r->x_sum / r->n;
+        cover_segment(cov, aw, ah, xm, r->y_lo, xm, r->y_hi, LINE_HALF_WIDTH);
+    }
+    *has_prev = 1;
+    *px = r->lx;
+    *py = r->ly;
+}
+
 // Draws one series into the plot area: runs of usable points become polylines,
-// lone points dots. Adds the coverage into c->occ.
+// lone points dots. Points denser than the pixels are merged column by column,
+// so a long log costs about as much as a short one. Adds the coverage into c->occ.
 static void series_draw(Canvas* c, const Frame* f, const PlotSeries* s, uint32_t col)
 {
     int aw = f->x1 - f->x0, ah = f->y1 - f->y0;
     memset(c->cov, 0, (size_t)aw * ah * sizeof *c->cov);
 
-    // coverage of every segment between neighbours, and of lone points
+    // coverage of the line, one column run at a time; bad points end the line
+    Run r = {0};
+    int has_prev = 0;
     double prev_x = 0.0, prev_y = 0.0;
-    int prev_ok = 0;
     for (int i = 0; i < s->n; i++) {
         if (!point_ok(s, i, f->ya.log)) {
-            prev_ok = 0;
+            if (r.n) run_cover(c->cov, aw, ah, &r, 1, &has_prev, &prev_x, &prev_y);
+            r.n = 0;
+            has_prev = 0;
             continue;
         }
         double px, py;
         frame_point(f, s->x[i], s->y[i], &px, &py);
-        if (prev_ok) {
-            cover_segment(c->cov, aw, ah, prev_x, prev_y, px, py, LINE_HALF_WIDTH);
-        } else if (i + 1 >= s->n || !point_ok(s, i + 1, f->ya.log)) {
-            cover_segment(c->cov, aw, ah, px, py, px, py, DOT_HALF_WIDTH);
+        long column = (long)floor(px);
+        if (r.n && column == r.col) {
+            r.n++;
+            r.lx = px;
+            r.ly = py;
+            r.x_sum += px;
+            r.y_lo = fmin(r.y_lo, py);
+            r.y_hi = fmax(r.y_hi, py);
+            continue;
         }
-        prev_x = px;
-        prev_y = py;
-        prev_ok = 1;
+        if (r.n) run_cover(c->cov, aw, ah, &r, 0, &has_prev, &prev_x, &prev_y);
+        r = (Run){1, column, px, py, px, py, px, py, py};
     }
+    if (r.n) run_cover(c->cov, aw, ah, &r, 1, &has_prev, &prev_x, &prev_y);
 
     // paint once per pixel, so joints do not darken
     for (int j = 0; j < ah; j++) {
@@ -729,14 +773,12 @@ static void panel_draw(Canvas* c, const PlotPanel* p, int cx0, int cy0, int cx1,
         f.x0 = (has_ylabel ? ylabel_x + th + 4 * s : cx0 + PAD) + (int)ceil(ytick_w)
                + 3 * s + TICK_LEN;
         f.x1 = cx1 - PAD - 8 * s;
-        if (f.x1 - f.x0 < 16 || f.y1 - f.y0 < 16) {
-            *out = (PlotArea){f.x0, f.y0, f.x1, f.y1, f.xa.lo, f.xa.hi, ylo, yhi, p->log_y};
-            return;
-        }
-        panel_x_ticks(&xt, &f, s);
+        int too_small = f.x1 - f.x0 < 16 || f.y1 - f.y0 < 16;
+        if (!too_small) panel_x_ticks(&xt, &f, s);
         *out = (PlotArea){f.x0, f.y0, f.x1, f.y1, f.xa.lo, f.xa.hi,
                           f.ya.log ? pow(10.0, f.ya.lo) : f.ya.lo,
                           f.ya.log ? pow(10.0, f.ya.hi) : f.ya.hi, f.ya.log};
+        if (too_small) return;
         int pw = f.x1 - f.x0, ph = f.y1 - f.y0;
 
         // grid under everything

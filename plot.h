@@ -17,9 +17,9 @@
 // single points and constant series get a sensible axis range instead of a division
 // by zero.
 //
-// Not here: scatter or bar charts, per-panel x ranges shared across panels, fonts
-// beyond printable ASCII (other bytes print as '?'), text longer than a panel
-// (it is cut and ends in "...").
+// Not here: scatter or bar charts, an x range shared between panels, a second y
+// axis, characters beyond printable ASCII (others print as '?'). Text too long for
+// its place is cut to end in "...". Nothing is printed; errors come back in err.
 #ifndef PLOT_H
 #define PLOT_H
 
