@@ -279,9 +279,11 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
 
         // mean and variance, in that order, as two passes for accuracy
         float m = 0.0f;
+        #pragma omp simd reduction(+ : m)
         for (int c = 0; c < C; c++) m += xr[c];
         m /= C;
         float v = 0.0f;
+        #pragma omp simd reduction(+ : v)
         for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
         v /= C;
         float r = 1.0f / sqrtf(v + LAYERNORM_EPS);
@@ -342,10 +344,13 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
                     for (int t2 = 0; t2 <= t; t2++) a[t2] *= scale;
                     if (noise_scale) {
                         size_t base = (((size_t)b * NH + h) * T + t) * T;
+                        float ns = noise_scale[h];
+                        #pragma omp simd
                         for (int t2 = 0; t2 <= t; t2++)
-                            a[t2] += noise_scale[h] * rng_normal(noise_key, base + t2);
+                            a[t2] += ns * rng_normal(noise_key, base + t2);
                     }
                     float maxv = -INFINITY;
+                    #pragma omp simd reduction(max : maxv)
                     for (int t2 = 0; t2 <= t; t2++) maxv = a[t2] > maxv ? a[t2] : maxv;
                     float sum = 0.0f;
                     #pragma omp simd reduction(+ : sum)
@@ -382,34 +387,41 @@ void gelu_forward(float* out, const float* x, size_t N) {
     }
 }
 
-// The C2 noise multiplier of element i of a (B, T, C) site: 1 + scale * eps_i,
-// where scale = eta sigma. With dither, row b >= B/2 reuses row b - B/2's eps
-// with the sign flipped, so the pair's first-order noise cancels.
-float noise_multiplier(uint64_t key, float scale, int dither, int B, int T, int C,
-                       size_t i) {
-    size_t row = (size_t)T * C;
-    size_t b = i / row;
-    float sign = 1.0f;
-    if (dither && (B % 2 == 0) && b >= (size_t)B / 2) {
-        i -= (size_t)B / 2 * row;
-        sign = -1.0f;
+// The C2 noise of row n (of B T rows of C) of a site: eps of row n is drawn at
+// indices n C .. n C + C - 1, and with dither a row b >= B/2 reuses the eps of
+// row b - B/2 with the sign flipped, so each pair's first-order noise cancels.
+// Returns the sign, and the first index in *base.
+float noise_row(int n, int dither, int B, int T, int C, size_t* base) {
+    int b = n / T;
+    if (dither && B % 2 == 0 && b >= B / 2) {
+        *base = (size_t)(n - (B / 2) * T) * C;
+        return -1.0f;
     }
-    return 1.0f + sign * scale * rng_normal(key, i);
+    *base = (size_t)n * C;
+    return 1.0f;
 }
 
-// out (B, T, C) = resid + h, or resid + h * (1 + eta sigma eps) with C2 noise.
+// out (B, T, C) = resid + h, or resid + h * (1 + eta sigma eps) with C2 noise
+// (noise_scale points at eta sigma).
 void residual_forward(float* out, const float* resid, const float* h, size_t N,
                       const float* noise_scale, uint64_t key, int dither,
                       int B, int T, int C) {
     if (!noise_scale) {
-        #pragma omp parallel for
+        #pragma omp parallel for simd
         for (size_t i = 0; i < N; i++) out[i] = resid[i] + h[i];
         return;
     }
     float scale = *noise_scale;
     #pragma omp parallel for
-    for (size_t i = 0; i < N; i++)
-        out[i] = resid[i] + h[i] * noise_multiplier(key, scale, dither, B, T, C, i);
+    for (int n = 0; n < B * T; n++) {
+        size_t base, row = (size_t)n * C;
+        float sc = noise_row(n, dither, B, T, C, &base) * scale;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float mult = 1.0f + sc * rng_normal(key, base + c);
+            out[row + c] = resid[row + c] + h[row + c] * mult;
+        }
+    }
 }
 
 // f(x) = sign(x) sqrt(|x|), the shaping of the head's factorised noise.
@@ -438,19 +450,17 @@ void head_forward(float* probs, float* losses, float* headin, float* logits_out,
             float* hi = headin + (size_t)n * C;
             for (int c = 0; c < C; c++) hi[c] = f_in[c] * x[c];
         }
+        float* noise = xmalloc((size_t)BT * V * sizeof(float), "head noise logits");
+        matmul_forward(noise, headin, sigma_w, NULL, BT, C, V);
         #pragma omp parallel for
         for (int n = 0; n < BT; n++) {
             int b = n / T;
             float sign = (B % 2 == 0 && b >= B / 2) ? -eta : eta;
-            const float* hi = headin + (size_t)n * C;
             float* lg = probs + (size_t)n * V;
-            for (int v = 0; v < V; v++) {
-                const float* sw = sigma_w + (size_t)v * C;
-                float s = 0.0f;
-                for (int c = 0; c < C; c++) s += sw[c] * hi[c];
-                lg[v] += sign * f_out[v] * s;
-            }
+            const float* nz = noise + (size_t)n * V;
+            for (int v = 0; v < V; v++) lg[v] += sign * f_out[v] * nz[v];
         }
+        free(noise);
     }
     if (logits_out) memcpy(logits_out, probs, (size_t)BT * V * sizeof(float));
 

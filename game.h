@@ -236,8 +236,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
                        int NH, const float* noise_scale, uint64_t noise_key);
 void gelu_forward(float* out, const float* x, size_t N);
-float noise_multiplier(uint64_t key, float scale, int dither, int B, int T, int C,
-                       size_t i);
+float noise_row(int n, int dither, int B, int T, int C, size_t* base);
 void residual_forward(float* out, const float* resid, const float* h, size_t N,
                       const float* noise_scale, uint64_t key, int dither,
                       int B, int T, int C);

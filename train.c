@@ -95,6 +95,7 @@ void layernorm_backward(float* dx, float* dw, float* dbias, const float* dout,
         const float* xr = x + (size_t)n * C;
         float m = mean[n], r = rstd[n];
         float mean_d = 0.0f, mean_dn = 0.0f;
+        #pragma omp simd reduction(+ : mean_d, mean_dn)
         for (int c = 0; c < C; c++) {
             float dnorm = d[c] * w[c];
             mean_d += dnorm;
@@ -179,12 +180,16 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
                     const float* p = P + (size_t)t * T;
                     float* g = dS + (size_t)t * T;
                     float dot = 0.0f;
+                    #pragma omp simd reduction(+ : dot)
                     for (int t2 = 0; t2 <= t; t2++) dot += p[t2] * g[t2];
                     for (int t2 = 0; t2 <= t; t2++) g[t2] = p[t2] * (g[t2] - dot);
                     if (noise_scale) {
                         size_t base = (((size_t)b * NH + h) * T + t) * T;
+                        float ns = noise_scale[h], dsr = 0.0f;
+                        #pragma omp simd reduction(+ : dsr)
                         for (int t2 = 0; t2 <= t; t2++)
-                            ds += g[t2] * noise_scale[h] * rng_normal(noise_key, base + t2);
+                            dsr += g[t2] * ns * rng_normal(noise_key, base + t2);
+                        ds += dsr;
                     }
                     for (int t2 = 0; t2 <= t; t2++) g[t2] *= scale;
                     for (int t2 = t + 1; t2 < T; t2++) g[t2] = 0.0f;
@@ -250,26 +255,30 @@ void residual_backward(float* dresid, float* dh, float* dnoise, const float* dou
         return;
     }
 
-    // with noise: the s gradient as a fixed-order sum of chunk partials
+    // with noise: the s gradient as a sum of per-row partials, added in order
     float scale = *noise_scale;
-    size_t chunks = (N + REDUCE_CHUNK - 1) / REDUCE_CHUNK;
-    double* part = xcalloc(chunks, sizeof(double), "residual");
+    int rows = B * T;
+    double* part = xcalloc(rows, sizeof(double), "residual");
     #pragma omp parallel for
-    for (size_t k = 0; k < chunks; k++) {
-        size_t end = (k + 1) * REDUCE_CHUNK < N ? (k + 1) * REDUCE_CHUNK : N;
-        double s = 0.0;
-        for (size_t i = k * REDUCE_CHUNK; i < end; i++) {
-            float mult = noise_multiplier(key, scale, dither, B, T, C, i);
-            dresid[i] += dout[i];
-            dh[i] += dout[i] * mult;
-            s += (double)dout[i] * h[i] * (mult - 1.0f);
+    for (int n = 0; n < rows; n++) {
+        size_t base, row = (size_t)n * C;
+        float sc = noise_row(n, dither, B, T, C, &base) * scale;
+        float s = 0.0f;
+        #pragma omp simd reduction(+ : s)
+        for (int c = 0; c < C; c++) {
+            float noise = sc * rng_normal(key, base + c); // mult - 1
+            float d = dout[row + c];
+            dresid[row + c] += d;
+            dh[row + c] += d * (1.0f + noise);
+            s += d * h[row + c] * noise;
         }
-        part[k] = s;
+        part[n] = s;
     }
     double s = 0.0;
-    for (size_t k = 0; k < chunks; k++) s += part[k];
+    for (int n = 0; n < rows; n++) s += part[n];
     *dnoise += (float)s;
     free(part);
+    (void)N;
 }
 
 // forward: logits = lnf @ wte^T [+ sign_b eta f(eps_out) * (headin @ sigma_W^T)],
@@ -338,9 +347,9 @@ void gradients_free(Gradients* g) {
 
 // Sizes the activation gradients like the model's activations.
 static void gradients_prepare(Gradients* g, const Model* m) {
-    if (g->dacts && g->num_dacts == m->num_acts) {
-        memset(g->dacts, 0, g->num_dacts * sizeof(float));
-    } else {
+    // the buffer, laid out like the model's activations
+    int fresh = !(g->dacts && g->num_dacts == m->num_acts);
+    if (fresh) {
         free(g->dacts);
         g->dacts = xcalloc(m->num_acts, sizeof(float), "activation gradients");
         g->num_dacts = m->num_acts;
@@ -350,6 +359,14 @@ static void gradients_prepare(Gradients* g, const Model* m) {
         g->d.t[i] = p;
         p += m->act_sizes[i];
     }
+
+    // only the tensors the backward pass accumulates into need zeroing (the
+    // attention probabilities, statistics and losses get no gradient)
+    static const int used[] = {A_ENCODED, A_LN1, A_QKV, A_ATTY, A_ATTPROJ, A_RESID2,
+                               A_LN2, A_FCH, A_FCH_GELU, A_FCPROJ, A_RESID3, A_LNF};
+    if (!fresh)
+        for (size_t k = 0; k < sizeof(used) / sizeof(used[0]); k++)
+            memset(g->d.t[used[k]], 0, m->act_sizes[used[k]] * sizeof(float));
 }
 
 // The views of block l into the activation gradients, laid out as the model's.
