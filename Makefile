@@ -27,7 +27,7 @@ LIB_OBJ := $(LIB_SRC:.c=.o)
 HEADERS := $(wildcard *.h)
 TEST_SRC := $(wildcard tests/*.c)
 
-.PHONY: all test demo debug clean deps xor
+.PHONY: all test demo debug clean deps xor bench bench-deps
 
 all: deps train run
 
@@ -72,6 +72,27 @@ demo: deps train run
 	./train
 	./run model.bin -n 500 -t 0.8 -i "ROMEO:"
 
+# Benchmarks against OpenBLAS and the PyTorch reference (bench-only packages).
+BENCH_PACKAGES := libopenblas-dev python3-torch
+bench-deps:
+	@missing=""; \
+	for p in $(BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the benchmarks:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+bench/matmul: bench/matmul.c kernels.o game.o tokenizer.o weights.o ame.o sampler.o plot.o
+	$(CC) $(CFLAGS) -I. bench/matmul.c kernels.o game.o tokenizer.o weights.o ame.o \
+	  sampler.o plot.o -o $@ $(LDFLAGS) -lopenblas $(LDLIBS)
+
+bench: deps bench-deps train run bench/matmul
+	./bench/run.sh
+
 xor: deps xor.c ame.o
 	$(CC) $(CFLAGS) xor.c ame.o -o $@ $(LDFLAGS) $(LDLIBS)
 
@@ -80,5 +101,6 @@ debug: LDFLAGS += -fsanitize=address,undefined
 debug: clean all
 
 clean:
-	rm -f train run xor *.o tests/test_all
+	rm -f train run xor *.o tests/test_all bench/matmul
+	rm -rf bench/out
 include fuzz/fuzz.mk

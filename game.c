@@ -232,8 +232,13 @@ void model_prepare(Model* m, int B, int T) {
     size_t total = 0;
     for (int i = 0; i < NUM_ACT_TENSORS; i++) total += s[i];
 
-    free(m->acts_memory);
-    m->acts_memory = xcalloc(total, sizeof(float), "activations");
+    // the memory is kept when it is large enough (every tensor is written by
+    // the forward pass before it is read)
+    if (total > m->acts_capacity) {
+        free(m->acts_memory);
+        m->acts_memory = xcalloc(total, sizeof(float), "activations");
+        m->acts_capacity = total;
+    }
     m->num_acts = total;
     float* p = m->acts_memory;
     for (int i = 0; i < NUM_ACT_TENSORS; i++) {
@@ -491,8 +496,21 @@ static void noise_scales(float* out, const float* s, int n, float eta) {
     for (int i = 0; i < n; i++) out[i] = eta * expf(s[i]);
 }
 
-void model_forward(Model* m, const int* inputs, const int* targets, int B, int T,
-                   float* logits_out) {
+// A linear layer from w (OC, IC), or from its transpose wt (IC, OC) when the
+// caller keeps one (the decoder does); wt NULL means use w.
+static void linear_forward(float* out, const float* inp, const float* w, const float* wt,
+                           const float* bias, int N, int IC, int OC) {
+    if (wt) matmul_forward_t(out, inp, wt, bias, N, IC, OC);
+    else matmul_forward(out, inp, w, bias, N, IC, OC);
+}
+
+static size_t layer_wt_size(int C);
+
+// The forward pass. With wt (the decoder's transposed weights, see KVCache)
+// the products use it, and the pass stops at the logits (into logits_out),
+// without softmax or loss: that is model_prefill's use.
+static void forward_impl(Model* m, const int* inputs, const int* targets, int B, int T,
+                         float* logits_out, const float* wt) {
     const GameConfig* cfg = &m->config;
     int C = cfg->channels, L = cfg->layers, NH = cfg->heads, V = cfg->vocab_size;
     size_t BT = (size_t)B * T;
@@ -517,12 +535,15 @@ void model_forward(Model* m, const int* inputs, const int* targets, int B, int T
         if (nz->logits) noise_scales(logit_scale, w.noise_logit, NH, nz->eta);
 
         // attention sublayer: resid2 = resid + noise(attproj(attention(ln1(resid))))
+        const float* lwt = wt ? wt + l * layer_wt_size(C) : NULL;
+        size_t CC = (size_t)C * C;
         layernorm_forward(w.ln1, w.ln1_mean, w.ln1_rstd, resid, w.ln1w, w.ln1b, BT, C);
-        matmul_forward(w.qkv, w.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
+        linear_forward(w.qkv, w.ln1, w.qkvw, lwt, w.qkvb, BT, C, 3 * C);
         attention_forward(w.atty, w.att, w.qkv, B, T, C, NH,
                           nz->logits ? logit_scale : NULL,
                           rng_key(nz->seed, nz->step, RNG_SITE_LOGIT(l)));
-        matmul_forward(w.attproj, w.atty, w.attprojw, w.attprojb, BT, C, C);
+        linear_forward(w.attproj, w.atty, w.attprojw, lwt ? lwt + 3 * CC : NULL, w.attprojb,
+                       BT, C, C);
         residual_forward(w.resid2, resid, w.attproj, BT * C,
                          nz->block ? &att_scale : NULL,
                          rng_key(nz->seed, nz->step, RNG_SITE_NOISE_ATT(l)),
@@ -530,9 +551,10 @@ void model_forward(Model* m, const int* inputs, const int* targets, int B, int T
 
         // MLP sublayer: resid3 = resid2 + noise(fcproj(gelu(fc(ln2(resid2)))))
         layernorm_forward(w.ln2, w.ln2_mean, w.ln2_rstd, w.resid2, w.ln2w, w.ln2b, BT, C);
-        matmul_forward(w.fch, w.ln2, w.fcw, w.fcb, BT, C, 4 * C);
+        linear_forward(w.fch, w.ln2, w.fcw, lwt ? lwt + 4 * CC : NULL, w.fcb, BT, C, 4 * C);
         gelu_forward(w.fch_gelu, w.fch, BT * 4 * C);
-        matmul_forward(w.fcproj, w.fch_gelu, w.fcprojw, w.fcprojb, BT, 4 * C, C);
+        linear_forward(w.fcproj, w.fch_gelu, w.fcprojw, lwt ? lwt + 8 * CC : NULL, w.fcprojb,
+                       BT, 4 * C, C);
         residual_forward(w.resid3, w.resid2, w.fcproj, BT * C,
                          nz->block ? &mlp_scale : NULL,
                          rng_key(nz->seed, nz->step, RNG_SITE_NOISE_MLP(l)),
@@ -543,6 +565,11 @@ void model_forward(Model* m, const int* inputs, const int* targets, int B, int T
     const float* last = a[A_RESID3] + (L - 1) * BT * C;
     layernorm_forward(a[A_LNF], a[A_LNF_MEAN], a[A_LNF_RSTD], last, p[P_LNFW], p[P_LNFB],
                       BT, C);
+    if (wt) {
+        matmul_forward_t(logits_out, a[A_LNF], wt + L * layer_wt_size(C), NULL, BT, C, V);
+        m->mean_loss = -1.0f;
+        return;
+    }
     float* f_out = NULL;
     float* f_in = NULL;
     float* sigma_w = NULL;
@@ -563,6 +590,11 @@ void model_forward(Model* m, const int* inputs, const int* targets, int B, int T
     } else {
         m->mean_loss = -1.0f;
     }
+}
+
+void model_forward(Model* m, const int* inputs, const int* targets, int B, int T,
+                   float* logits_out) {
+    forward_impl(m, inputs, targets, B, T, logits_out, NULL);
 }
 
 void head_noise_vectors(const Model* m, float** f_out, float** f_in, float** sigma_w) {
@@ -785,7 +817,7 @@ float* model_prefill(Model* m, KVCache* kv, const int* tokens, int n) {
     // one forward pass over the tokens as a single sequence, without noise
     NoiseConfig saved = m->noise;
     memset(&m->noise, 0, sizeof(m->noise));
-    model_forward(m, tokens, NULL, 1, n, kv->window_logits);
+    forward_impl(m, tokens, NULL, 1, n, kv->window_logits, kv->wt);
     m->noise = saved;
 
     // every layer's keys and values into the cache

@@ -181,6 +181,7 @@ typedef struct Model {
     int B, T;
     size_t act_sizes[NUM_ACT_TENSORS];
     size_t num_acts;
+    size_t acts_capacity; // floats allocated at acts_memory (>= num_acts)
     float* acts_memory;
     ActViews acts;
 

@@ -90,22 +90,34 @@ static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a
 // ----------------------------------------------------------------------------
 // A linear layer: forward and backward
 
-void matmul_forward(float* out, const float* inp, const float* w, const float* bias,
-                    int N, int IC, int OC) {
-    // w (OC, IC) transposed to wt (IC, OC), so that a row of B is contiguous
-    float* wt = xmalloc((size_t)IC * OC * sizeof(float), "matmul scratch");
-    #pragma omp parallel for
-    for (int i = 0; i < IC; i++)
-        for (int o = 0; o < OC; o++) wt[(size_t)i * OC + o] = w[(size_t)o * IC + i];
-
+void matmul_forward_t(float* out, const float* inp, const float* wt, const float* bias,
+                      int N, int IC, int OC) {
     // out starts as the bias (or zero), then out += inp @ wt
-    #pragma omp parallel for
+    #pragma omp parallel for if (N > 16)
     for (int n = 0; n < N; n++) {
         float* o = out + (size_t)n * OC;
         if (bias) memcpy(o, bias, (size_t)OC * sizeof(float));
         else memset(o, 0, (size_t)OC * sizeof(float));
     }
     gemm_acc(out, OC, inp, IC, 1, wt, OC, N, OC, IC);
+}
+
+void matmul_forward(float* out, const float* inp, const float* w, const float* bias,
+                    int N, int IC, int OC) {
+    // w (OC, IC) transposed to wt (IC, OC), so that a row of B is contiguous; in
+    // blocks of 16 x 16 so that both sides stay in cache lines
+    float* wt = xmalloc((size_t)IC * OC * sizeof(float), "matmul scratch");
+    int blocks_o = (OC + 15) / 16;
+    #pragma omp parallel for
+    for (int bo = 0; bo < blocks_o; bo++) {
+        int o0 = bo * 16, o1 = o0 + 16 < OC ? o0 + 16 : OC;
+        for (int i0 = 0; i0 < IC; i0 += 16) {
+            int i1 = i0 + 16 < IC ? i0 + 16 : IC;
+            for (int o = o0; o < o1; o++)
+                for (int i = i0; i < i1; i++) wt[(size_t)i * OC + o] = w[(size_t)o * IC + i];
+        }
+    }
+    matmul_forward_t(out, inp, wt, bias, N, IC, OC);
     free(wt);
 }
 

@@ -60,6 +60,10 @@ void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
 void matmul_forward(float* out, const float* inp, const float* w, const float* bias,
                     int N, int IC, int OC);
 
+// The same with the weight already transposed: wt (IC, OC).
+void matmul_forward_t(float* out, const float* inp, const float* wt, const float* bias,
+                      int N, int IC, int OC);
+
 // The gradients of matmul_forward, accumulated (+=) into
 //   dinp (N, IC)  = dout @ w        (skipped when dinp is NULL)
 //   dw   (OC, IC) = dout^T @ inp    (skipped when dw is NULL)

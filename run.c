@@ -1,18 +1,24 @@
 // run.c: the `run` program, sampling text from a checkpoint in the terminal.
 //
 // stdout carries only the generated text, flushed token by token; everything
-// else (speed, errors) goes to stderr, so the output can be piped or compared.
+// else (speed, hints, errors) goes to stderr, so the output can be piped or
+// compared. The prompt comes from -i or -f; without either it is read from
+// stdin: line by line, each line answered, when stdin is a terminal, and as one
+// whole text otherwise. `run --info MODEL` describes a checkpoint instead.
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "ame.h"
 #include "game.h"
 #include "run.h"
 #include "sampler.h"
@@ -59,6 +65,7 @@ void run_usage(FILE* f) {
     run_options_default(&d);
     fprintf(f,
         "usage: run MODEL [options]\n"
+        "       run --info MODEL\n"
         "Generates text from a checkpoint written by train.\n\n"
         "  -n, --tokens N        characters to generate (default %ld)\n"
         "  -t, --temperature F   0 picks the likeliest character; higher is more varied "
@@ -74,8 +81,17 @@ void run_usage(FILE* f) {
         "                        using the key/value cache (slower; for comparisons)\n"
         "      --threads N       OpenMP threads (default 1: one token at a time gains\n"
         "                        nothing from more)\n"
+        "      --info            describe the checkpoint (shape, vocabulary, sections,\n"
+        "                        training state, GAME state) and exit\n"
         "  -h, --help            this text\n\n"
-        "example: run model.bin -n 300 -t 0.8 -i \"ROMEO:\"\n",
+        "Without -i or -f the prompt comes from stdin: on a terminal, each line you type\n"
+        "is continued in turn (an empty line starts from a newline; Ctrl-D ends);\n"
+        "from a pipe or a file, the whole input is one prompt (empty: a newline).\n\n"
+        "examples:\n"
+        "  run model.bin -n 300 -t 0.8 -i \"ROMEO:\"\n"
+        "  run model.bin                         type prompts, Ctrl-D to end\n"
+        "  echo \"ROMEO:\" | run model.bin -n 300  the same as -i with that text\n"
+        "  run --info model.bin\n",
         d.tokens, d.temperature, d.top_k, d.top_p, (unsigned long long)d.seed);
 }
 
@@ -105,6 +121,7 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
         {"prompt-file", required_argument, 0, 'f'},
         {"no-cache", no_argument, 0, 'N'},
         {"threads", required_argument, 0, 'T'},
+        {"info", no_argument, 0, 'I'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -142,6 +159,7 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
         case 'i': o->prompt = optarg; break;
         case 'f': o->prompt_file = optarg; break;
         case 'N': o->no_cache = 1; break;
+        case 'I': o->info = 1; break;
         case 'h': return 1;
         case ':':
             snprintf(err, errlen, "%s needs a value; see run --help", argv[optind - 1]);
@@ -171,7 +189,546 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// Reading a prompt from a stream
+
+unsigned char* read_stream(FILE* f, const char* what, size_t* n, char* err,
+                           size_t errlen) {
+    size_t cap = 4096, len = 0;
+    unsigned char* buf = xmalloc(cap, "prompt");
+
+    // read in growing blocks until the end, keeping room for the NUL
+    for (;;) {
+        if (cap - len < 2) {
+            if (cap > SIZE_MAX / 2) {
+                fprintf(stderr, "error: %s is too large to hold in memory\n", what);
+                exit(EXIT_FAILURE);
+            }
+            unsigned char* grown = realloc(buf, cap * 2);
+            if (!grown) {
+                fprintf(stderr, "error: out of memory reading %s (%zu bytes so far)\n",
+                        what, len);
+                exit(EXIT_FAILURE);
+            }
+            buf = grown;
+            cap *= 2;
+        }
+        size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
+    }
+    if (ferror(f)) {
+        snprintf(err, errlen, "cannot read the prompt from %s: %s; give it with -i or -f",
+                 what, strerror(errno));
+        free(buf);
+        *n = 0;
+        return NULL;
+    }
+    buf[len] = '\0';
+    *n = len;
+    return buf;
+}
+
+// ----------------------------------------------------------------------------
+// run --info: what a checkpoint holds
+
+// The vocabulary line shows every token up to this many; a larger vocabulary
+// shows its first VOCAB_HEAD and last VOCAB_TAIL tokens.
+#define VOCAB_SHOW_ALL 160
+#define VOCAB_HEAD 120
+#define VOCAB_TAIL 20
+
+// n with commas between groups of three digits, into buf (at least 32 bytes).
+static const char* with_commas(uint64_t n, char* buf) {
+    char digits[24];
+    int nd = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)n);
+    size_t o = 0;
+    for (int i = 0; i < nd; i++) {
+        if (i > 0 && (nd - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+// A byte count for people: "260 bytes" or "3,281,460 bytes (3.1 MiB)", into buf
+// (at least 64 bytes).
+static const char* human_bytes(uint64_t n, char* buf, size_t len) {
+    char c[32];
+    with_commas(n, c);
+    if (n < 1024) snprintf(buf, len, "%s bytes", c);
+    else if (n < 1024 * 1024) snprintf(buf, len, "%s bytes (%.1f KiB)", c, n / 1024.0);
+    else if (n < 1024ull * 1024 * 1024)
+        snprintf(buf, len, "%s bytes (%.1f MiB)", c, n / (1024.0 * 1024.0));
+    else snprintf(buf, len, "%s bytes (%.2f GiB)", c, n / (1024.0 * 1024.0 * 1024.0));
+    return buf;
+}
+
+// Code points that would be invisible, would look like a plain space, or would
+// join the character before them: the vocabulary line shows them as \uXXXX.
+static int hidden_code_point(uint32_t cp) {
+    return (cp >= 0x80 && cp <= 0xA0) || cp == 0xAD || (cp >= 0x300 && cp <= 0x36F) ||
+           cp == 0x34F || cp == 0x1680 || cp == 0x180E || (cp >= 0x2000 && cp <= 0x200F) ||
+           (cp >= 0x2028 && cp <= 0x202F) || (cp >= 0x205F && cp <= 0x206F) ||
+           cp == 0x3000 || (cp >= 0xE000 && cp <= 0xF8FF) || cp == 0xFEFF ||
+           (cp >= 0xFFF9 && cp <= 0xFFFF) || (cp >= 0xE0000 && cp <= 0xE007F) ||
+           cp >= 0xF0000;
+}
+
+// Writes token id for the vocabulary line: a printable character as itself;
+// \n \t \r \\ \" as C escapes; other ASCII controls and the raw-byte tokens
+// (bytes that are not UTF-8, always 0x80 or above) as \xNN; hidden code points
+// as \uXXXX (\UXXXXXXXX above the BMP).
+static void put_token(FILE* out, const Tokenizer* tk, int id) {
+    uint32_t sym = tk->symbols[id];
+    switch (sym) {
+    case '\n': fputs("\\n", out); return;
+    case '\t': fputs("\\t", out); return;
+    case '\r': fputs("\\r", out); return;
+    case '\\': fputs("\\\\", out); return;
+    case '"': fputs("\\\"", out); return;
+    }
+    if (sym >= TOKEN_RAW_BASE) fprintf(out, "\\x%02X", (unsigned)(sym - TOKEN_RAW_BASE));
+    else if (sym < 0x20 || sym == 0x7F) fprintf(out, "\\x%02X", (unsigned)sym);
+    else if (hidden_code_point(sym))
+        fprintf(out, sym > 0xFFFF ? "\\U%08X" : "\\u%04X", (unsigned)sym);
+    else {
+        unsigned char b[4];
+        int nb = tokenizer_token_bytes(tk, id, b);
+        if (nb > 0) fwrite(b, 1, (size_t)nb, out);
+    }
+}
+
+// The vocabulary on one line, in token id order.
+static void print_vocabulary(FILE* out, const Tokenizer* tk) {
+    int V = tk->size, raw = 0;
+    for (int i = 0; i < V; i++) raw += tk->symbols[i] >= TOKEN_RAW_BASE;
+    int head = V > VOCAB_SHOW_ALL ? VOCAB_HEAD : V;
+    int tail = V > VOCAB_SHOW_ALL ? VOCAB_TAIL : 0;
+
+    // the tokens, cut in the middle for a large vocabulary
+    if (tail) fprintf(out, "vocabulary: %d tokens, the first %d and the last %d: \"", V,
+                      head, tail);
+    else fprintf(out, "vocabulary: %d tokens: \"", V);
+    for (int i = 0; i < head; i++) put_token(out, tk, i);
+    if (tail) {
+        fputs("\" ... \"", out);
+        for (int i = V - tail; i < V; i++) put_token(out, tk, i);
+    }
+    fputs("\"\n", out);
+    if (raw)
+        fprintf(out, "  (%d of them are bytes that are not UTF-8, shown as \\xNN)\n", raw);
+}
+
+// Writes a stored path or option string with control bytes as \xNN.
+static void put_text(FILE* out, const char* s) {
+    if (!s) {
+        fputs("(none)", out);
+        return;
+    }
+    for (const unsigned char* p = (const unsigned char*)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7F) fprintf(out, "\\x%02X", *p);
+        else fputc(*p, out);
+    }
+}
+
+// What a section tag holds, for the sections table ("" for a tag not known here).
+static const char* section_meaning(const char* tag) {
+    static const char* const known[][2] = {
+        {"VOCB", "vocabulary"},           {"PARM", "parameters"},
+        {"MOM1", "AdamW first moments"},  {"MOM2", "AdamW second moments"},
+        {"DIRU", "GAME: last update directions"},
+        {"DIRD", "GAME: last momentum derivatives"},
+        {"TRAN", "training state"},       {"GAME", "GAME state"},
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(tag, known[i][0]) == 0) return known[i][1];
+    return "";
+}
+
+// The TRAN section, decoded. Its layout is the one tran_write() in train.c
+// writes, every word a little-endian 64-bit value, doubles as their bits:
+//   magic | version << 32, step, best validation loss (f64), best step,
+//   skipped steps, optimizer steps, G, then G f64 each of beta1 powers, learning
+//   rates and beta1s of the last step; the strings input, output and last (u64
+//   length, or all ones for none, then the bytes padded with zeros to 8); seed,
+//   batch, steps, warmup; f64 lr, min-lr, weight decay, clip, validation
+//   fraction, beta1, beta2, eps; eval-every, eval-batches, save-every, GAME mask,
+//   dither; and TRAN_GAME_CONSTANTS f64 GAME constants (train.c's AME_FIELDS).
+// Any change there must be made here too; the tests catch a mismatch.
+#define TRAN_MAGIC_WORD 0x4e415254u // "TRAN" as a little-endian word
+#define TRAN_LAYOUT_VERSION 1u
+#define TRAN_GAME_CONSTANTS 29
+
+typedef struct {
+    long step, best_step, skipped, adam_steps;
+    double best_val;                // INFINITY before the first evaluation
+    int groups;
+    double lr_lo, lr_hi;            // the last step's learning rates over the groups
+    char *input, *output, *last;    // malloc'd, or NULL when not stored
+    uint64_t seed;
+    long batch, steps, warmup;
+    double lr, min_lr, weight_decay, clip, val_fraction, beta1, beta2, adam_eps;
+    long eval_every, eval_batches, save_every;
+    unsigned game_mask;
+    int dither;
+} TranInfo;
+
+// A reader over a byte blob; bad is set once it runs past the end.
+typedef struct {
+    const unsigned char* p;
+    size_t n, at;
+    int bad;
+} Cursor;
+
+static uint64_t cursor_u64(Cursor* c) {
+    if (c->bad || c->n - c->at < 8) {
+        c->bad = 1;
+        return 0;
+    }
+    uint64_t v = ckpt_get_u64(c->p + c->at);
+    c->at += 8;
+    return v;
+}
+
+static double cursor_f64(Cursor* c) {
+    uint64_t bits = cursor_u64(c);
+    double v;
+    memcpy(&v, &bits, sizeof(v));
+    return v;
+}
+
+// A stored string as a new NUL-terminated copy, or NULL when none was stored
+// (or the blob ends too soon, which sets bad).
+static char* cursor_str(Cursor* c) {
+    uint64_t len = cursor_u64(c);
+    if (c->bad || len == UINT64_MAX) return NULL;
+    uint64_t padded = (len + 7) / 8 * 8;
+    if (len > c->n - c->at || padded > c->n - c->at) {
+        c->bad = 1;
+        return NULL;
+    }
+    char* s = xmalloc((size_t)len + 1, "stored string");
+    memcpy(s, c->p + c->at, (size_t)len);
+    s[len] = '\0';
+    c->at += (size_t)padded;
+    return s;
+}
+
+static void tran_info_free(TranInfo* t) {
+    free(t->input);
+    free(t->output);
+    free(t->last);
+    memset(t, 0, sizeof(*t));
+}
+
+// Decodes a TRAN section into t. Returns 0, or -1 with a message in err (t then
+// holds nothing to free).
+static int tran_decode(const CkptSection* sec, TranInfo* t, char* err, size_t errlen) {
+    memset(t, 0, sizeof(*t));
+    Cursor c = {sec->data, (size_t)sec->size, 0, 0};
+
+    // the state of the run
+    uint64_t magic = cursor_u64(&c);
+    if (c.bad || (magic & 0xffffffffu) != TRAN_MAGIC_WORD ||
+        (magic >> 32) != TRAN_LAYOUT_VERSION) {
+        snprintf(err, errlen, "its training state (TRAN) has an unknown layout (version "
+                 "%u; this run reads version %u): it was written by another version of "
+                 "train", (unsigned)(magic >> 32), TRAN_LAYOUT_VERSION);
+        return -1;
+    }
+    t->step = (long)cursor_u64(&c);
+    t->best_val = cursor_f64(&c);
+    t->best_step = (long)cursor_u64(&c);
+    t->skipped = (long)cursor_u64(&c);
+    t->adam_steps = (long)cursor_u64(&c);
+    uint64_t G = cursor_u64(&c);
+    if (c.bad || G < 1 || G > MAX_GROUPS) goto damaged;
+    t->groups = (int)G;
+    c.at += 8 * (size_t)G; // beta1 powers: not shown
+    if (c.at > c.n) goto damaged;
+    t->lr_lo = INFINITY;
+    t->lr_hi = -INFINITY;
+    for (int g = 0; g < t->groups; g++) {
+        double lr = cursor_f64(&c);
+        t->lr_lo = lr < t->lr_lo ? lr : t->lr_lo;
+        t->lr_hi = lr > t->lr_hi ? lr : t->lr_hi;
+    }
+    c.at += 8 * (size_t)G; // beta1s of the last step: not shown
+    if (c.at > c.n) goto damaged;
+
+    // the options that shape the run
+    t->input = cursor_str(&c);
+    t->output = cursor_str(&c);
+    t->last = cursor_str(&c);
+    t->seed = cursor_u64(&c);
+    t->batch = (long)cursor_u64(&c);
+    t->steps = (long)cursor_u64(&c);
+    t->warmup = (long)cursor_u64(&c);
+    t->lr = cursor_f64(&c);
+    t->min_lr = cursor_f64(&c);
+    t->weight_decay = cursor_f64(&c);
+    t->clip = cursor_f64(&c);
+    t->val_fraction = cursor_f64(&c);
+    t->beta1 = cursor_f64(&c);
+    t->beta2 = cursor_f64(&c);
+    t->adam_eps = cursor_f64(&c);
+    t->eval_every = (long)cursor_u64(&c);
+    t->eval_batches = (long)cursor_u64(&c);
+    t->save_every = (long)cursor_u64(&c);
+    t->game_mask = (unsigned)cursor_u64(&c);
+    t->dither = (int)cursor_u64(&c);
+    if (c.bad) goto damaged;
+
+    // the GAME constants close the blob: exactly that many words must remain
+    if (c.n - c.at != 8 * (size_t)TRAN_GAME_CONSTANTS) {
+        snprintf(err, errlen, "its training state (TRAN) is %zu bytes, but the layout run "
+                 "reads needs %zu: run.c's reader and tran_write() in train.c disagree",
+                 c.n, c.at + 8 * (size_t)TRAN_GAME_CONSTANTS);
+        tran_info_free(t);
+        return -1;
+    }
+    return 0;
+damaged:
+    snprintf(err, errlen, "its training state (TRAN) ends too soon (%zu bytes) for its "
+             "layout: run.c's reader and tran_write() in train.c disagree", c.n);
+    tran_info_free(t);
+    return -1;
+}
+
+// Mean of exp(s) over a tensor of noise-scale logs.
+static double mean_sigma(const Model* m, int tensor) {
+    size_t n = m->param_sizes[tensor];
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += exp((double)m->params.t[tensor][i]);
+    return n ? sum / n : 0.0;
+}
+
+static void print_training(FILE* out, const TranInfo* t) {
+    char mode[64];
+    ame_mode_string(t->game_mask, mode, sizeof(mode));
+    fprintf(out, "training state (TRAN):\n");
+    fprintf(out, "  steps trained: %ld of %ld (%ld skipped, %ld optimizer steps)\n",
+            t->step, t->steps, t->skipped, t->adam_steps);
+    if (t->best_step >= 0 && isfinite(t->best_val))
+        fprintf(out, "  best validation loss: %.4f at step %ld\n", t->best_val,
+                t->best_step);
+    else fprintf(out, "  best validation loss: none yet (no evaluation has run)\n");
+    fprintf(out, "  options: batch %ld, steps %ld, lr %g, min-lr %g, warmup %ld, seed %llu\n",
+            t->batch, t->steps, t->lr, t->min_lr, t->warmup, (unsigned long long)t->seed);
+    fprintf(out, "           weight decay %g, clip %g, beta1 %g, beta2 %g, eps %g\n",
+            t->weight_decay, t->clip, t->beta1, t->beta2, t->adam_eps);
+    fprintf(out, "           val fraction %g, eval every %ld steps on %ld batches, save "
+            "every %ld\n", t->val_fraction, t->eval_every, t->eval_batches, t->save_every);
+    fputs("  input: ", out);
+    put_text(out, t->input);
+    fputs("\n  output: ", out);
+    put_text(out, t->output);
+    fputs(", latest: ", out);
+    put_text(out, t->last);
+    fprintf(out, "\n  GAME mode: %s%s\n", mode,
+            (t->game_mask & AME_C2) ? (t->dither ? " (antithetic noise)" :
+                                       " (independent noise)") : "");
+    fprintf(out, "  learning rate of the last step: %.4g .. %.4g over %d groups\n",
+            t->lr_lo, t->lr_hi, t->groups);
+}
+
+static void print_game(FILE* out, const AmeState* st) {
+    char mode[64];
+    ame_mode_string(st->mask, mode, sizeof(mode));
+    double lo = INFINITY, hi = -INFINITY, mu = 0.0;
+    for (int g = 0; g < st->groups; g++) {
+        double alpha = exp(st->a[g]);
+        lo = alpha < lo ? alpha : lo;
+        hi = alpha > hi ? alpha : hi;
+        mu += 1.0 / (1.0 + exp(-st->b[g]));
+    }
+    mu /= st->groups;
+    fprintf(out, "GAME state (GAME):\n");
+    fprintf(out, "  mode: %s\n", mode);
+    fprintf(out, "  eta: %.4f (plateau score d %.3f)\n", st->eta, st->plateau);
+    fprintf(out, "  alpha = exp(a): %.4g .. %.4g over %d groups (without the warmup and "
+            "cosine shape)\n", lo, hi, st->groups);
+    fprintf(out, "  mean mu = S(b): %.4f\n", mu);
+    fprintf(out, "  jumps: %ld proposed, %ld accepted (the gate fired %ld times in %ld "
+            "proposals)\n", st->jumps_proposed, st->jumps_accepted, st->gate_fires,
+            st->proposals);
+}
+
+int run_info(const char* path, FILE* out, char* err, size_t errlen) {
+    // the model: every check the loader makes, with its messages
+    Model m;
+    Tokenizer tk;
+    Checkpoint ck;
+    if (model_load(&m, &tk, &ck, path, err, errlen) != 0) return -1;
+
+    // the two optional sections, decoded before anything is printed
+    char why[512];
+    int rc = 0;
+    TranInfo tran;
+    int have_tran = 0;
+    const CkptSection* ts = ckpt_find(&ck, "TRAN");
+    if (ts) {
+        if (tran_decode(ts, &tran, why, sizeof(why)) == 0) have_tran = 1;
+        else {
+            snprintf(err, errlen, "%s: %s", path, why);
+            rc = -1;
+        }
+    }
+    AmeState* game = NULL;
+    const CkptSection* gs = ckpt_find(&ck, "GAME");
+    if (gs) {
+        game = xmalloc(sizeof(AmeState), "GAME state");
+        if (ame_deserialize(game, gs->data, (size_t)gs->size, why, sizeof(why)) != 0) {
+            if (rc == 0) snprintf(err, errlen, "%s: %s", path, why);
+            rc = -1;
+            free(game);
+            game = NULL;
+        }
+    }
+
+    // the file: its size, and the format version from its header
+    struct stat st;
+    unsigned long long file_size = stat(path, &st) == 0 ? (unsigned long long)st.st_size : 0;
+    unsigned char head[CKPT_OFF_VERSION + 4];
+    unsigned version = 0;
+    FILE* f = fopen(path, "rb");
+    if (f && fread(head, 1, sizeof(head), f) == sizeof(head))
+        version = ckpt_get_u32(head + CKPT_OFF_VERSION);
+    if (f) fclose(f);
+    char size_text[64];
+    fputs("file: ", out);
+    put_text(out, path);
+    fprintf(out, ", %s, checkpoint format version %u\n",
+            human_bytes(file_size, size_text, sizeof(size_text)), version);
+
+    // configuration and parameter counts
+    const GameConfig* c = &m.config;
+    fprintf(out, "model: %d layers, %d heads, %d channels (head size %d), context %d, "
+            "vocabulary %d\n", c->layers, c->heads, c->channels, c->channels / c->heads,
+            c->context, c->vocab_size);
+    size_t base = 0;
+    for (int i = 0; i < NUM_BASE_PARAM_TENSORS; i++) base += m.param_sizes[i];
+    char n1[32], n2[32], n3[32];
+    fprintf(out, "parameters: %s (GPT-2 part %s, GAME noise scales %s)\n",
+            with_commas(m.num_params, n1), with_commas(base, n2),
+            with_commas(m.num_params - base, n3));
+    print_vocabulary(out, &tk);
+
+    // the sections
+    fprintf(out, "sections: %d\n", ck.num_sections);
+    for (int i = 0; i < ck.num_sections; i++) {
+        const CkptSection* s = &ck.sections[i];
+        char sz[64];
+        const char* meaning = section_meaning(s->tag);
+        fprintf(out, "  %s  %-32s%s\n", s->tag, human_bytes(s->size, sz, sizeof(sz)),
+                meaning);
+    }
+
+    // training and GAME state, then the noise scales the parameters hold
+    if (have_tran) print_training(out, &tran);
+    else if (ts) fprintf(out, "training state (TRAN): cannot be decoded (see the error)\n");
+    else fprintf(out, "training state: none (a model without its training run)\n");
+    if (game) print_game(out, game);
+    else if (gs) fprintf(out, "GAME state (GAME): cannot be decoded (see the error)\n");
+    else fprintf(out, "GAME state: none\n");
+    fprintf(out, "noise scales, mean sigma = exp(s): attention output %.4g, MLP output "
+            "%.4g (C2), attention logits %.4g, LM head %.4g (C5)\n",
+            mean_sigma(&m, P_NOISE_ATT), mean_sigma(&m, P_NOISE_MLP),
+            mean_sigma(&m, P_NOISE_LOGIT), mean_sigma(&m, P_NOISE_HEAD));
+
+    if (have_tran) tran_info_free(&tran);
+    free(game);
+    ckpt_free_loaded(&ck);
+    tokenizer_free(&tk);
+    model_free(&m);
+    return rc;
+}
+
 #ifndef GAME_NO_MAIN
+// ----------------------------------------------------------------------------
+// The run program
+
+// Generates `tokens` characters after the prompt ids (n, maybe 0) with sampler
+// s: the text and a final newline on stdout, the speed on stderr. Returns 0, or
+// -1 when the model produced a non-finite logit (generate has said so).
+static int generate_after(Model* m, const Tokenizer* tk, Sampler* s, long tokens,
+                          const int* ids, long n) {
+    if (n > m->config.context)
+        fprintf(stderr, "note: the prompt has %ld characters; the model sees its last %d\n",
+                n, m->config.context);
+
+    // generate, timing the whole loop
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long written = generate(m, tk, s, ids, n, tokens, stdout);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (written < 0) return -1;
+    printf("\n");
+    fflush(stdout);
+    double sec = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "%ld tokens in %.3f s: %.0f tokens/s\n", written, sec,
+            sec > 0 ? written / sec : 0.0);
+    return 0;
+}
+
+// Interactive mode, for a terminal on stdin: each line read is a prompt (without
+// its line end) and gets a continuation, until the end of input (Ctrl-D). The
+// hint, the "> " marker and the prompt's echo go to stderr; a prompt with a
+// character outside the vocabulary is reported and the next line is read. One
+// sampler serves the whole session, so a repeated prompt gets a new
+// continuation, and the same seed and lines give the same session. Returns the
+// exit status.
+static int run_interactive(Model* m, const Tokenizer* tk, Sampler* s, long tokens) {
+    fprintf(stderr, "Type a prompt and press Enter; run continues it with %ld characters. "
+            "An empty line starts from a newline; Ctrl-D ends.\n", tokens);
+    char* line = NULL;
+    size_t cap = 0;
+    int* ids = NULL;
+    size_t ids_cap = 0;
+    int status = EXIT_SUCCESS;
+    for (;;) {
+        // one line of any length; end of input ends the session
+        fputs("> ", stderr);
+        errno = 0;
+        ssize_t len = getline(&line, &cap, stdin);
+        if (len < 0) {
+            fputc('\n', stderr);
+            if (ferror(stdin)) {
+                fprintf(stderr, "error: cannot read standard input: %s\n", strerror(errno));
+                status = EXIT_FAILURE;
+            }
+            break;
+        }
+        if (len > 0 && line[len - 1] == '\n') len--;
+        if (len > 0 && line[len - 1] == '\r') len--;
+
+        // the prompt's tokens; an unknown character asks for another line
+        if ((size_t)len + 1 > ids_cap) {
+            free(ids);
+            ids_cap = (size_t)len + 1;
+            ids = xmalloc(ids_cap * sizeof(int), "prompt");
+        }
+        char err[1024];
+        long n = encode_prompt(tk, (const unsigned char*)line, (size_t)len, ids, err,
+                               sizeof(err));
+        if (n < 0) {
+            fprintf(stderr, "error: %s\n", err);
+            continue;
+        }
+
+        // the prompt again (stderr), then its continuation (stdout) after it
+        fwrite(line, 1, (size_t)len, stderr);
+        if (generate_after(m, tk, s, tokens, ids, n) != 0) {
+            status = EXIT_FAILURE;
+            break;
+        }
+    }
+    free(line);
+    free(ids);
+    return status;
+}
+
 int main(int argc, char** argv) {
     RunOptions o;
     run_options_default(&o);
@@ -184,6 +741,14 @@ int main(int argc, char** argv) {
     if (parsed != 0) {
         fprintf(stderr, "error: %s\n", err);
         return EXIT_FAILURE;
+    }
+
+    // --info: describe the checkpoint and stop
+    if (o.info) {
+        int rc = run_info(o.model, stdout, err, sizeof(err));
+        fflush(stdout);
+        if (rc != 0) fprintf(stderr, "error: %s\n", err);
+        return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
     }
 #ifdef _OPENMP
     omp_set_num_threads(o.threads);
@@ -201,48 +766,42 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: %s (the vocabulary has %d tokens)\n", bad, tk.size);
         return EXIT_FAILURE;
     }
-
-    // the prompt
-    const unsigned char* text = (const unsigned char*)(o.prompt ? o.prompt : "");
-    size_t n = strlen((const char*)text);
-    unsigned char* file_text = NULL;
-    if (o.prompt_file) {
-        file_text = read_file(o.prompt_file, &n, err, sizeof(err));
-        if (!file_text) {
-            fprintf(stderr, "error: %s\n", err);
-            return EXIT_FAILURE;
-        }
-        text = file_text;
-    }
-    int* ids = xmalloc((n + 1) * sizeof(int), "prompt");
-    long n_ids = encode_prompt(&tk, text, n, ids, err, sizeof(err));
-    if (n_ids < 0) {
-        fprintf(stderr, "error: %s\n", err);
-        return EXIT_FAILURE;
-    }
-    if (n_ids > m.config.context)
-        fprintf(stderr, "note: the prompt has %ld characters; the model sees its last %d\n",
-                n_ids, m.config.context);
-
-    // generate, timing the whole loop
     Sampler s;
     sampler_init(&s, tk.size, o.temperature, o.top_k, o.top_p, o.seed);
     s.no_cache = o.no_cache;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    long written = generate(&m, &tk, &s, ids, n_ids, o.tokens, stdout);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (written >= 0) {
-        printf("\n");
-        double sec = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-        fprintf(stderr, "%ld tokens in %.3f s: %.0f tokens/s\n", written, sec,
-                sec > 0 ? written / sec : 0.0);
+
+    // a terminal without -i or -f: prompts line by line
+    int status = EXIT_SUCCESS;
+    if (!o.prompt && !o.prompt_file && isatty(STDIN_FILENO)) {
+        status = run_interactive(&m, &tk, &s, o.tokens);
+        goto done;
     }
-    sampler_free(&s);
+
+    // otherwise one prompt: -i, -f, or the whole of stdin
+    const unsigned char* text = (const unsigned char*)(o.prompt ? o.prompt : "");
+    size_t n = strlen((const char*)text);
+    unsigned char* read_text = NULL;
+    if (o.prompt_file) read_text = read_file(o.prompt_file, &n, err, sizeof(err));
+    else if (!o.prompt) read_text = read_stream(stdin, "standard input", &n, err,
+                                                sizeof(err));
+    if (!o.prompt && !read_text) {
+        fprintf(stderr, "error: %s\n", err);
+        status = EXIT_FAILURE;
+        goto done;
+    }
+    if (read_text) text = read_text;
+    int* ids = xmalloc((n + 1) * sizeof(int), "prompt");
+    long n_ids = encode_prompt(&tk, text, n, ids, err, sizeof(err));
+    if (n_ids < 0) fprintf(stderr, "error: %s\n", err);
+    if (n_ids < 0 || generate_after(&m, &tk, &s, o.tokens, ids, n_ids) != 0)
+        status = EXIT_FAILURE;
     free(ids);
-    free(file_text);
+    free(read_text);
+
+done:
+    sampler_free(&s);
     tokenizer_free(&tk);
     model_free(&m);
-    return written >= 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return status;
 }
 #endif
