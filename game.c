@@ -273,31 +273,35 @@ void encoder_forward(float* out, const int* inp, const float* wte, const float* 
     }
 }
 
+// One row of layernorm: o (C) = (x - mean) * rstd * w + bias; returns mean and
+// rstd through the pointers.
+static inline void layernorm_row(float* o, float* mean, float* rstd, const float* x,
+                                 const float* w, const float* bias, int C) {
+    // mean and variance, in that order, as two passes for accuracy
+    float m = 0.0f;
+    #pragma omp simd reduction(+ : m)
+    for (int c = 0; c < C; c++) m += x[c];
+    m /= C;
+    float v = 0.0f;
+    #pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+    v /= C;
+    float r = 1.0f / sqrtf(v + LAYERNORM_EPS);
+
+    // normalise, scale and shift
+    #pragma omp simd
+    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * w[c] + bias[c];
+    *mean = m;
+    *rstd = r;
+}
+
 // out (N, C) = (x - mean) * rstd * w + bias, per row of x (N, C); saves the
 // row statistics mean (N) and rstd (N) for the backward pass.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
                        const float* w, const float* bias, int N, int C) {
     #pragma omp parallel for if (N > 16)
-    for (int n = 0; n < N; n++) {
-        const float* xr = x + (size_t)n * C;
-        float* o = out + (size_t)n * C;
-
-        // mean and variance, in that order, as two passes for accuracy
-        float m = 0.0f;
-        #pragma omp simd reduction(+ : m)
-        for (int c = 0; c < C; c++) m += xr[c];
-        m /= C;
-        float v = 0.0f;
-        #pragma omp simd reduction(+ : v)
-        for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
-        v /= C;
-        float r = 1.0f / sqrtf(v + LAYERNORM_EPS);
-
-        // normalise, scale and shift
-        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + bias[c];
-        mean[n] = m;
-        rstd[n] = r;
-    }
+    for (int n = 0; n < N; n++)
+        layernorm_row(out + (size_t)n * C, &mean[n], &rstd[n], x + (size_t)n * C, w, bias, C);
 }
 
 // Causal multi-head attention.
@@ -429,6 +433,32 @@ void residual_forward(float* out, const float* resid, const float* h, size_t N,
     }
 }
 
+// The residual add and the layernorm that always follows it, fused so that each
+// row is read once: out (B, T, C) = resid + h [* (1 + eta sigma eps)], as
+// residual_forward, then ln (B, T, C) = layernorm(out) with its statistics mean
+// and rstd (B, T), as layernorm_forward.
+void residual_layernorm_forward(float* out, float* ln, float* mean, float* rstd,
+                                const float* resid, const float* h,
+                                const float* noise_scale, uint64_t key, int dither,
+                                const float* w, const float* bias, int B, int T, int C) {
+    float scale = noise_scale ? *noise_scale : 0.0f;
+    #pragma omp parallel for
+    for (int n = 0; n < B * T; n++) {
+        size_t base, row = (size_t)n * C;
+        float* o = out + row;
+        if (noise_scale) {
+            float sc = noise_row(n, dither, B, T, C, &base) * scale;
+            #pragma omp simd
+            for (int c = 0; c < C; c++)
+                o[c] = resid[row + c] + h[row + c] * (1.0f + sc * rng_normal(key, base + c));
+        } else {
+            #pragma omp simd
+            for (int c = 0; c < C; c++) o[c] = resid[row + c] + h[row + c];
+        }
+        layernorm_row(ln + row, &mean[n], &rstd[n], o, w, bias, C);
+    }
+}
+
 // f(x) = sign(x) sqrt(|x|), the shaping of the head's factorised noise.
 float head_noise_f(float x) { return x < 0.0f ? -sqrtf(-x) : sqrtf(x); }
 
@@ -537,34 +567,37 @@ static void forward_impl(Model* m, const int* inputs, const int* targets, int B,
         // attention sublayer: resid2 = resid + noise(attproj(attention(ln1(resid))))
         const float* lwt = wt ? wt + l * layer_wt_size(C) : NULL;
         size_t CC = (size_t)C * C;
-        layernorm_forward(w.ln1, w.ln1_mean, w.ln1_rstd, resid, w.ln1w, w.ln1b, BT, C);
+        if (l == 0) // later blocks get ln1 from the previous block's fused residual
+            layernorm_forward(w.ln1, w.ln1_mean, w.ln1_rstd, resid, w.ln1w, w.ln1b, BT, C);
         linear_forward(w.qkv, w.ln1, w.qkvw, lwt, w.qkvb, BT, C, 3 * C);
         attention_forward(w.atty, w.att, w.qkv, B, T, C, NH,
                           nz->logits ? logit_scale : NULL,
                           rng_key(nz->seed, nz->step, RNG_SITE_LOGIT(l)));
         linear_forward(w.attproj, w.atty, w.attprojw, lwt ? lwt + 3 * CC : NULL, w.attprojb,
                        BT, C, C);
-        residual_forward(w.resid2, resid, w.attproj, BT * C,
-                         nz->block ? &att_scale : NULL,
-                         rng_key(nz->seed, nz->step, RNG_SITE_NOISE_ATT(l)),
-                         nz->dither, B, T, C);
+        residual_layernorm_forward(w.resid2, w.ln2, w.ln2_mean, w.ln2_rstd, resid, w.attproj,
+                                   nz->block ? &att_scale : NULL,
+                                   rng_key(nz->seed, nz->step, RNG_SITE_NOISE_ATT(l)),
+                                   nz->dither, w.ln2w, w.ln2b, B, T, C);
 
-        // MLP sublayer: resid3 = resid2 + noise(fcproj(gelu(fc(ln2(resid2)))))
-        layernorm_forward(w.ln2, w.ln2_mean, w.ln2_rstd, w.resid2, w.ln2w, w.ln2b, BT, C);
+        // MLP sublayer: resid3 = resid2 + noise(fcproj(gelu(fc(ln2(resid2))))), and
+        // the next layernorm (the next block's ln1, or the final one) with it
         linear_forward(w.fch, w.ln2, w.fcw, lwt ? lwt + 4 * CC : NULL, w.fcb, BT, C, 4 * C);
         gelu_forward(w.fch_gelu, w.fch, BT * 4 * C);
         linear_forward(w.fcproj, w.fch_gelu, w.fcprojw, lwt ? lwt + 8 * CC : NULL, w.fcprojb,
                        BT, 4 * C, C);
-        residual_forward(w.resid3, w.resid2, w.fcproj, BT * C,
-                         nz->block ? &mlp_scale : NULL,
-                         rng_key(nz->seed, nz->step, RNG_SITE_NOISE_MLP(l)),
-                         nz->dither, B, T, C);
+        BlockViews next;
+        if (l + 1 < L) block_views(&next, m, l + 1);
+        residual_layernorm_forward(w.resid3, l + 1 < L ? next.ln1 : a[A_LNF],
+                                   l + 1 < L ? next.ln1_mean : a[A_LNF_MEAN],
+                                   l + 1 < L ? next.ln1_rstd : a[A_LNF_RSTD], w.resid2,
+                                   w.fcproj, nz->block ? &mlp_scale : NULL,
+                                   rng_key(nz->seed, nz->step, RNG_SITE_NOISE_MLP(l)),
+                                   nz->dither, l + 1 < L ? next.ln1w : p[P_LNFW],
+                                   l + 1 < L ? next.ln1b : p[P_LNFB], B, T, C);
     }
 
-    // final layernorm, head, softmax and loss
-    const float* last = a[A_RESID3] + (L - 1) * BT * C;
-    layernorm_forward(a[A_LNF], a[A_LNF_MEAN], a[A_LNF_RSTD], last, p[P_LNFW], p[P_LNFB],
-                      BT, C);
+    // the head (lnf came with the last block's residual), softmax and loss
     if (wt) {
         matmul_forward_t(logits_out, a[A_LNF], wt + L * layer_wt_size(C), NULL, BT, C, V);
         m->mean_loss = -1.0f;

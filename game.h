@@ -241,6 +241,10 @@ float noise_row(int n, int dither, int B, int T, int C, size_t* base);
 void residual_forward(float* out, const float* resid, const float* h, size_t N,
                       const float* noise_scale, uint64_t key, int dither,
                       int B, int T, int C);
+void residual_layernorm_forward(float* out, float* ln, float* mean, float* rstd,
+                                const float* resid, const float* h,
+                                const float* noise_scale, uint64_t key, int dither,
+                                const float* w, const float* bias, int B, int T, int C);
 float head_noise_f(float x);
 void head_forward(float* probs, float* losses, float* headin, float* logits_out,
                   const float* lnf, const float* wte, const float* sigma_w,

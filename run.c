@@ -430,11 +430,15 @@ static int tran_decode(const CkptSection* sec, TranInfo* t, char* err, size_t er
 
     // the state of the run
     uint64_t magic = cursor_u64(&c);
-    if (c.bad || (magic & 0xffffffffu) != TRAN_MAGIC_WORD ||
-        (magic >> 32) != TRAN_LAYOUT_VERSION) {
-        snprintf(err, errlen, "its training state (TRAN) has an unknown layout (version "
-                 "%u; this run reads version %u): it was written by another version of "
-                 "train", (unsigned)(magic >> 32), TRAN_LAYOUT_VERSION);
+    if (c.bad || (magic & 0xffffffffu) != TRAN_MAGIC_WORD) {
+        snprintf(err, errlen, "its training state (TRAN) does not start with the TRAN "
+                 "magic: it was written by an older version of train");
+        return -1;
+    }
+    if ((magic >> 32) != TRAN_LAYOUT_VERSION) {
+        snprintf(err, errlen, "its training state (TRAN) has layout version %u, but this "
+                 "run reads version %u: it was written by another version of train",
+                 (unsigned)(magic >> 32), TRAN_LAYOUT_VERSION);
         return -1;
     }
     t->step = (long)cursor_u64(&c);
@@ -604,9 +608,10 @@ int run_info(const char* path, FILE* out, char* err, size_t errlen) {
 
     // configuration and parameter counts
     const GameConfig* c = &m.config;
-    fprintf(out, "model: %d layers, %d heads, %d channels (head size %d), context %d, "
-            "vocabulary %d\n", c->layers, c->heads, c->channels, c->channels / c->heads,
-            c->context, c->vocab_size);
+    fprintf(out, "model: %d layer%s, %d head%s, %d channels (head size %d), context %d, "
+            "vocabulary %d\n", c->layers, c->layers == 1 ? "" : "s", c->heads,
+            c->heads == 1 ? "" : "s", c->channels, c->channels / c->heads, c->context,
+            c->vocab_size);
     size_t base = 0;
     for (int i = 0; i < NUM_BASE_PARAM_TENSORS; i++) base += m.param_sizes[i];
     char n1[32], n2[32], n3[32];
@@ -632,9 +637,10 @@ int run_info(const char* path, FILE* out, char* err, size_t errlen) {
     if (game) print_game(out, game);
     else if (gs) fprintf(out, "GAME state (GAME): cannot be decoded (see the error)\n");
     else fprintf(out, "GAME state: none\n");
-    fprintf(out, "noise scales, mean sigma = exp(s): attention output %.4g, MLP output "
-            "%.4g (C2), attention logits %.4g, LM head %.4g (C5)\n",
-            mean_sigma(&m, P_NOISE_ATT), mean_sigma(&m, P_NOISE_MLP),
+    fprintf(out, "noise scales (mean sigma = exp(s)):\n");
+    fprintf(out, "  C2: attention output %.4g, MLP output %.4g\n",
+            mean_sigma(&m, P_NOISE_ATT), mean_sigma(&m, P_NOISE_MLP));
+    fprintf(out, "  C5: attention logits %.4g, LM head %.4g\n",
             mean_sigma(&m, P_NOISE_LOGIT), mean_sigma(&m, P_NOISE_HEAD));
 
     if (have_tran) tran_info_free(&tran);
@@ -729,6 +735,38 @@ static int run_interactive(Model* m, const Tokenizer* tk, Sampler* s, long token
     return status;
 }
 
+// One prompt, from -i, -f or the whole of stdin (a pipe or a file; empty input
+// starts from a newline), and its continuation. Returns the exit status.
+static int run_one_prompt(Model* m, const Tokenizer* tk, Sampler* s, const RunOptions* o) {
+    char err[1024];
+
+    // the text: the flag's, or a new buffer read from the file or stdin
+    const unsigned char* text = (const unsigned char*)(o->prompt ? o->prompt : "");
+    size_t n = strlen((const char*)text);
+    unsigned char* read_text = NULL;
+    if (!o->prompt) {
+        read_text = o->prompt_file ? read_file(o->prompt_file, &n, err, sizeof(err))
+                                   : read_stream(stdin, "standard input", &n, err,
+                                                 sizeof(err));
+        if (!read_text) {
+            fprintf(stderr, "error: %s\n", err);
+            return EXIT_FAILURE;
+        }
+        text = read_text;
+    }
+
+    // its tokens, then the continuation
+    int* ids = xmalloc((n + 1) * sizeof(int), "prompt");
+    long n_ids = encode_prompt(tk, text, n, ids, err, sizeof(err));
+    int status = EXIT_SUCCESS;
+    if (n_ids < 0) fprintf(stderr, "error: %s\n", err);
+    if (n_ids < 0 || generate_after(m, tk, s, o->tokens, ids, n_ids) != 0)
+        status = EXIT_FAILURE;
+    free(ids);
+    free(read_text);
+    return status;
+}
+
 int main(int argc, char** argv) {
     RunOptions o;
     run_options_default(&o);
@@ -770,35 +808,10 @@ int main(int argc, char** argv) {
     sampler_init(&s, tk.size, o.temperature, o.top_k, o.top_p, o.seed);
     s.no_cache = o.no_cache;
 
-    // a terminal without -i or -f: prompts line by line
-    int status = EXIT_SUCCESS;
-    if (!o.prompt && !o.prompt_file && isatty(STDIN_FILENO)) {
-        status = run_interactive(&m, &tk, &s, o.tokens);
-        goto done;
-    }
-
-    // otherwise one prompt: -i, -f, or the whole of stdin
-    const unsigned char* text = (const unsigned char*)(o.prompt ? o.prompt : "");
-    size_t n = strlen((const char*)text);
-    unsigned char* read_text = NULL;
-    if (o.prompt_file) read_text = read_file(o.prompt_file, &n, err, sizeof(err));
-    else if (!o.prompt) read_text = read_stream(stdin, "standard input", &n, err,
-                                                sizeof(err));
-    if (!o.prompt && !read_text) {
-        fprintf(stderr, "error: %s\n", err);
-        status = EXIT_FAILURE;
-        goto done;
-    }
-    if (read_text) text = read_text;
-    int* ids = xmalloc((n + 1) * sizeof(int), "prompt");
-    long n_ids = encode_prompt(&tk, text, n, ids, err, sizeof(err));
-    if (n_ids < 0) fprintf(stderr, "error: %s\n", err);
-    if (n_ids < 0 || generate_after(&m, &tk, &s, o.tokens, ids, n_ids) != 0)
-        status = EXIT_FAILURE;
-    free(ids);
-    free(read_text);
-
-done:
+    // a terminal without -i or -f: prompts line by line; otherwise one prompt
+    int interactive = !o.prompt && !o.prompt_file && isatty(STDIN_FILENO);
+    int status = interactive ? run_interactive(&m, &tk, &s, o.tokens)
+                             : run_one_prompt(&m, &tk, &s, &o);
     sampler_free(&s);
     tokenizer_free(&tk);
     model_free(&m);

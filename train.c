@@ -913,11 +913,14 @@ float trainer_step(Trainer* tr) {
     memset(&act, 0, sizeof(act));
     if (mask) {
         // tr->lr still holds the rates that moved the weights last step, which
-        // the hypergradient dL/da = -alpha <g_t, u_{t-1}> needs
-        float shape = base / o->lr;
+        // the hypergradient dL/da = -alpha <g_t, u_{t-1}> needs. The new rate is
+        // alpha = exp(a) w(t) = exp(a - ln lr) * schedule(t), written this way so
+        // that a at its starting value ln lr gives the schedule's rate exactly
+        // (exp(0) = 1), bit for bit, as plain AdamW would.
         ame_step(&tr->ame, &o->ame, tr->step, o->steps, loss, stats, tr->lr, &act);
+        double a0 = log((double)o->lr);
         for (int g = 0; g < G; g++) {
-            tr->lr[g] = (mask & AME_C1) ? ame_lr(&tr->ame, g, shape) : base;
+            tr->lr[g] = (mask & AME_C1) ? (float)(exp(tr->ame.a[g] - a0) * base) : base;
             tr->beta1[g] = (mask & AME_C1) ? ame_beta1(&tr->ame, g) : o->beta1;
         }
         add_entropy_bonus(tr);
@@ -1315,6 +1318,13 @@ int trainer_init(Trainer* tr, const TrainOptions* o, char* err, size_t errlen) {
         }
         model_init(&tr->model, &cfg);
         model_init_weights(&tr->model, o->seed);
+
+        // the block and logit noise scales start at GAME's sigma0
+        float s0 = ame_initial_s(&o->ame);
+        int starts[] = {P_NOISE_ATT, P_NOISE_MLP, P_NOISE_LOGIT};
+        for (int k = 0; k < 3; k++)
+            for (size_t i = 0; i < tr->model.param_sizes[starts[k]]; i++)
+                tr->model.params.t[starts[k]][i] = s0;
     }
 
     // gradients, optimizer, GAME, batches
