@@ -79,6 +79,9 @@ void run_usage(FILE* f) {
         "  -f, --prompt-file F   read the text to continue from a file\n"
         "      --no-cache        recompute the whole window for every token instead of\n"
         "                        using the key/value cache (slower; for comparisons)\n"
+        "      --noise           sample from the noisy network GAME trained (its C2 and\n"
+        "                        C5 noise at the learned scales and strength), not the\n"
+        "                        clean weights; slower, it needs the full forward pass\n"
         "      --threads N       OpenMP threads (default 1: one token at a time gains\n"
         "                        nothing from more)\n"
         "      --info            describe the checkpoint (shape, vocabulary, sections,\n"
@@ -120,6 +123,7 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
         {"prompt", required_argument, 0, 'i'},
         {"prompt-file", required_argument, 0, 'f'},
         {"no-cache", no_argument, 0, 'N'},
+        {"noise", no_argument, 0, 'G'},
         {"threads", required_argument, 0, 'T'},
         {"info", no_argument, 0, 'I'},
         {"help", no_argument, 0, 'h'},
@@ -159,6 +163,7 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
         case 'i': o->prompt = optarg; break;
         case 'f': o->prompt_file = optarg; break;
         case 'N': o->no_cache = 1; break;
+        case 'G': o->noise = 1; break;
         case 'I': o->info = 1; break;
         case 'h': return 1;
         case ':':
@@ -651,6 +656,29 @@ int run_info(const char* path, FILE* out, char* err, size_t errlen) {
     return rc;
 }
 
+// Switches on the noise a model was trained with (--noise): the C2 and C5
+// sites of its GAME mode, at the strength eta of its GAME state. Returns 0, or
+// -1 with a message when the checkpoint has no noise to offer.
+int noise_from_checkpoint(Model* m, const Checkpoint* ck, uint64_t seed, char* err,
+                          size_t errlen) {
+    const CkptSection* sec = ckpt_find(ck, "GAME");
+    AmeState st;
+    char why[256];
+    if (!sec || ame_deserialize(&st, sec->data, sec->size, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "--noise needs the GAME state of a training checkpoint, and "
+                 "this one has %s", sec ? "a damaged one" : "none");
+        return -1;
+    }
+    if (!(st.mask & (AME_C2 | AME_C5))) {
+        snprintf(err, errlen, "--noise: this model was trained without noise sites (GAME "
+                 "c2 or c5 off), so it has no learned noise to sample with");
+        return -1;
+    }
+    m->noise = (NoiseConfig){(st.mask & AME_C2) != 0, 0, (st.mask & AME_C5) != 0,
+                             (st.mask & AME_C5) != 0, (float)st.eta, seed, 0};
+    return 0;
+}
+
 #ifndef GAME_NO_MAIN
 // ----------------------------------------------------------------------------
 // The run program
@@ -682,8 +710,8 @@ static int generate_after(Model* m, const Tokenizer* tk, Sampler* s, long tokens
 // its line end) and gets a continuation, until the end of input (Ctrl-D). The
 // hint, the "> " marker and the prompt's echo go to stderr; a prompt with a
 // character outside the vocabulary is reported and the next line is read. One
-// sampler serves the whole session, so a repeated prompt gets a new
-// continuation, and the same seed and lines give the same session. Returns the
+// sampler serves every prompt of the run, so a repeated prompt gets a new
+// continuation, and the same seed and lines give the same text. Returns the
 // exit status.
 static int run_interactive(Model* m, const Tokenizer* tk, Sampler* s, long tokens) {
     fprintf(stderr, "Type a prompt and press Enter; run continues it with %ld characters. "
@@ -694,7 +722,7 @@ static int run_interactive(Model* m, const Tokenizer* tk, Sampler* s, long token
     size_t ids_cap = 0;
     int status = EXIT_SUCCESS;
     for (;;) {
-        // one line of any length; end of input ends the session
+        // one line of any length; the end of input ends the loop
         fputs("> ", stderr);
         errno = 0;
         ssize_t len = getline(&line, &cap, stdin);
@@ -795,7 +823,14 @@ int main(int argc, char** argv) {
     // the model
     Model m;
     Tokenizer tk;
-    if (model_load(&m, &tk, NULL, o.model, err, sizeof(err)) != 0) {
+    Checkpoint ck;
+    if (model_load(&m, &tk, &ck, o.model, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return EXIT_FAILURE;
+    }
+    int noise_rc = o.noise ? noise_from_checkpoint(&m, &ck, o.seed, err, sizeof(err)) : 0;
+    ckpt_free_loaded(&ck);
+    if (noise_rc != 0) {
         fprintf(stderr, "error: %s\n", err);
         return EXIT_FAILURE;
     }

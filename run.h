@@ -20,6 +20,7 @@ typedef struct {
     const char* prompt;      // -i TEXT
     const char* prompt_file; // -f FILE
     int no_cache;            // --no-cache: recompute the window for every token
+    int noise;               // --noise: sample with the GAME noise the model learned
     int threads;             // --threads (default 1)
     int info;                // --info: describe the checkpoint instead of sampling
 } RunOptions;
@@ -61,5 +62,10 @@ unsigned char* read_stream(FILE* f, const char* what, size_t* n, char* err,
 // that differs in size is reported as an error, and the tests compare what is
 // printed with the trainer's own values, so a drift fails them.
 int run_info(const char* path, FILE* out, char* err, size_t errlen);
+
+struct Model;
+struct Checkpoint;
+int noise_from_checkpoint(struct Model* m, const struct Checkpoint* ck, uint64_t seed,
+                          char* err, size_t errlen);
 
 #endif

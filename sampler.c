@@ -107,6 +107,7 @@ typedef struct {
     int* window;    // (context) the tokens now in the cache, in position order
     int len;        // how many
     int no_cache;   // recompute the window with the full forward instead
+    uint64_t fed;   // tokens fed so far: keys each token's noise when noise is on
     float* logits;  // (context, V) the full forward's logits, without the cache
 } Window;
 
@@ -123,14 +124,17 @@ static float* window_feed(Window* w, int token) {
     w->window[w->len++] = token;
     if (!w->no_cache) return model_decode(w->m, &w->kv, token, w->len - 1);
 
-    // without the cache: the whole window again, keeping its last row
+    // without the cache: the whole window again, keeping its last row (with
+    // GAME noise, if the model's noise switches are on, fresh for each token)
+    w->m->noise.step = w->fed++;
     model_forward(w->m, w->window, NULL, 1, w->len, w->logits);
     return w->logits + (size_t)(w->len - 1) * V;
 }
 
 long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long n_prompt,
               long n_new, FILE* out) {
-    Window w = {m, {0}, NULL, 0, s->no_cache, NULL};
+    int noisy = m->noise.block || m->noise.logits || m->noise.head;
+    Window w = {m, {0}, NULL, 0, s->no_cache || noisy, 0, NULL};
     kvcache_init(&w.kv, m);
     w.window = xmalloc((size_t)m->config.context * sizeof(int), "window");
     if (w.no_cache) {

@@ -38,8 +38,11 @@ int sampler_sample(Sampler* s, const float* logits);
 // UTF-8). When the cache is full, the window slides by half: the newest
 // context/2 tokens are run again at positions 0.., and generation goes on, so
 // every token sees at least context/2 and at most context - 1 earlier tokens.
-// Returns the number of tokens written, or -1 if the model produced a
-// non-finite logit (after a message on stderr).
+// With any of m->noise's sites switched on, the text is sampled from the noisy
+// network GAME trains (C2 and C5 noise at the model's learned scales, drawn
+// afresh for every token, keyed on m->noise.seed): that needs the full forward
+// pass, so the KV cache is not used. Returns the number of tokens written, or
+// -1 if the model produced a non-finite logit (after a message on stderr).
 struct Model;
 struct Tokenizer;
 long generate(struct Model* m, const struct Tokenizer* tk, Sampler* s, const int* prompt,

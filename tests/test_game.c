@@ -593,12 +593,12 @@ static void train_c2(Trainer* tr, double lambda_h, uint64_t seed) {
     }
 }
 
-// Noise never lowers the expected training loss, so the data alone pushes sigma
-// down (its gradient on s averages about +1e-3 here). The fall is uneven: a site
-// may rise for a while before it turns. Measured with seed 1: sigma from 0.1 to a
-// mean of 0.072 (attention) and 0.066 (MLP) in 200 steps; over seeds 1 to 12 the
-// mean of all four sites ends between 0.060 and 0.079, the largest single site
-// at 0.099.
+// Added noise can only raise the training loss on average, so the data alone
+// pushes sigma down (its gradient on s averages about +1e-3 here). The fall is
+// uneven: a site may rise for a while before it turns. Measured with seed 1:
+// sigma from 0.1 to a mean of 0.072 (attention) and 0.066 (MLP) in 200 steps;
+// over seeds 1 to 12 the mean of all four sites ends between 0.060 and 0.079,
+// the largest single site at 0.099.
 Test(game, c2_sigma_decays_without_entropy_bonus, .init = one_thread) {
     Trainer tr;
     train_c2(&tr, 0.0, 1);

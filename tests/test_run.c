@@ -607,7 +607,7 @@ static int run_on_terminal(const char* typed, size_t typed_len, const char* cons
         int ready = poll(&p, 1, 200);
         clock_gettime(CLOCK_MONOTONIC, &now);
         long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        cr_assert_lt(waited, PTY_TIMEOUT_MS, "the terminal session did not end; it "
+        cr_assert_lt(waited, PTY_TIMEOUT_MS, "the program on the terminal did not end; it "
                      "showed:\n%.*s", (int)len, buf);
         if (ready <= 0) continue;
         if (len + 4096 > cap) {
@@ -656,7 +656,7 @@ Test(run, interactive_terminal) {
     int status = run_on_terminal(typed, len, ARGS(ckpt, "-n", "12", "-t", "0"), &shown,
                                  &out, &out_len);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "the terminal session failed (status 0x%x); it showed:\n%s", status, shown);
+              "run on a terminal failed (status 0x%x); it showed:\n%s", status, shown);
 
     // stdout: exactly the two continuations, each with its newline
     cr_expect(out_len == a.out_len + b.out_len && memcmp(out, a.out, a.out_len) == 0 &&
