@@ -683,3 +683,44 @@ Test(run, interactive_terminal) {
     result_free(&a);
     result_free(&b);
 }
+
+// ----------------------------------------------------------------------------
+// --noise: sampling from the noisy network GAME trained
+
+Test(run, noise_samples_the_trained_noise) {
+    // the tiny run uses c1,c2,c4, so it has C2 noise to sample with
+    Trainer tr;
+    const char* ckpt = path_of("noisy.bin");
+    make_checkpoint(&tr, ckpt);
+    trainer_free(&tr);
+
+    // the same seed repeats, and the noise changes the text of the clean model
+    Result clean = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "200", "-s", "3"));
+    Result a = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "--noise", "-n", "200", "-s", "3"));
+    Result b = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "--noise", "-n", "200", "-s", "3"));
+    expect_exit(&clean, 0, "run");
+    expect_exit(&a, 0, "run --noise");
+    expect_exit(&b, 0, "run --noise again");
+    cr_expect(same_stdout(&a, &b), "run --noise with one seed gave two texts");
+    cr_expect(!same_stdout(&a, &clean), "run --noise gave the clean model's text");
+    result_free(&clean);
+    result_free(&a);
+    result_free(&b);
+
+    // a model trained without noise sites has no noise to offer
+    TrainOptions o;
+    char text_path[256], err[512];
+    snprintf(text_path, sizeof(text_path), "%s/train.txt", g_dir);
+    const char* plain = path_of("plain.bin");
+    tiny_options(&o, text_path, plain);
+    o.game_mask = 0;
+    o.game = "off";
+    cr_assert_eq(trainer_init(&tr, &o, err, sizeof(err)), 0, "trainer_init: %s", err);
+    trainer_step(&tr);
+    cr_assert_eq(trainer_save(&tr, plain, err, sizeof(err)), 0, "trainer_save: %s", err);
+    trainer_free(&tr);
+    Result r = run_with(FROM_DEVNULL, NULL, 0, ARGS(plain, "--noise", "-n", "10"));
+    expect_exit(&r, 1, "run --noise on a model without noise");
+    expect_has(r.err, "stderr of run --noise", "error: --noise: this model was trained without noise");
+    result_free(&r);
+}
