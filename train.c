@@ -919,8 +919,10 @@ float trainer_step(Trainer* tr) {
         // (exp(0) = 1), bit for bit, as plain AdamW would.
         ame_step(&tr->ame, &o->ame, tr->step, o->steps, loss, stats, tr->lr, &act);
         double a0 = log((double)o->lr);
+        // (a moves under C1, and jumps under C3, so either makes it the rate)
+        int a_moves = (mask & (AME_C1 | AME_C3)) != 0;
         for (int g = 0; g < G; g++) {
-            tr->lr[g] = (mask & AME_C1) ? (float)(exp(tr->ame.a[g] - a0) * base) : base;
+            tr->lr[g] = a_moves ? (float)(exp(tr->ame.a[g] - a0) * base) : base;
             tr->beta1[g] = (mask & AME_C1) ? ame_beta1(&tr->ame, g) : o->beta1;
         }
         add_entropy_bonus(tr);
@@ -1319,8 +1321,8 @@ int trainer_init(Trainer* tr, const TrainOptions* o, char* err, size_t errlen) {
         model_init(&tr->model, &cfg);
         model_init_weights(&tr->model, o->seed);
 
-        // the block and logit noise scales start at GAME's sigma0
-        float s0 = ame_initial_s(&o->ame);
+        // the block and logit noise scales start at GAME's sigma0 (within its clamp)
+        float s0 = ame_clamp_s(&o->ame, ame_initial_s(&o->ame));
         int starts[] = {P_NOISE_ATT, P_NOISE_MLP, P_NOISE_LOGIT};
         for (int k = 0; k < 3; k++)
             for (size_t i = 0; i < tr->model.param_sizes[starts[k]]; i++)

@@ -327,9 +327,9 @@ Test(game, c1_momentum_hypergradient_matches_late_in_training, .init = one_threa
     Snapshot s;
     snapshot_take(&s, &tr);
 
-    // the plain step t - 1 and the dots of step t's gradient
+    // the plain step t - 1 and the dots of step t's gradient, with mu in double
+    // from b as the library's formula takes it
     trainer_step(&tr);
-    // mu in double from b, as the library's formula takes it
     float alpha[MAX_GROUPS];
     double mu[MAX_GROUPS];
     memcpy(alpha, tr.lr, sizeof(alpha));
@@ -368,7 +368,7 @@ Test(game, c1_momentum_hypergradient_matches_late_in_training, .init = one_threa
 // ----------------------------------------------------------------------------
 // C3: the first-order effect of a jump on the next loss
 
-// The gate learns from dL_{t+1}/db = sum_g kappa (zeta^a_g dL_{t+1}/da_g +
+// The gate learns from dL_{t+1}/d(jump) = sum_g kappa (zeta^a_g dL_{t+1}/da_g +
 // zeta^s_g dL_{t+1}/ds_g), the effect of a jump at step t predicted from step
 // t + 1's hypergradient and noise-scale gradient. Here the jump is forced at step
 // t (gate bias +50) with kappa and with -kappa, which flips every direction, and
