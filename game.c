@@ -846,6 +846,11 @@ float* model_decode(Model* m, KVCache* kv, int token, int pos) {
 float* model_prefill(Model* m, KVCache* kv, const int* tokens, int n) {
     const GameConfig* cfg = &m->config;
     size_t C = cfg->channels, V = cfg->vocab_size;
+    if (n < 1 || n > kv->capacity) {
+        fprintf(stderr, "error: model_prefill of %d tokens (1 to %d possible)\n", n,
+                kv->capacity);
+        exit(EXIT_FAILURE);
+    }
 
     // one forward pass over the tokens as a single sequence, without noise
     NoiseConfig saved = m->noise;

@@ -18,9 +18,11 @@
 // Taylor polynomial is accurate to about 1e-8 relative; 2^n is built in the
 // exponent bits. Inputs are clamped to [-87, 88], where 2^n stays a normal
 // float, so exp of a very negative number is about 1e-38 rather than 0; a NaN
-// stays NaN. (fminf, fmaxf and floorf would block vectorisation: plain
+// stays NaN (without ever reaching the integer conversion). (fminf, fmaxf and floorf would block vectorisation: plain
 // comparisons and the round-to-nearest trick of adding 1.5 * 2^23 do not.)
 static inline float fast_expf(float x) {
+    float in = x;
+    x = x != x ? 0.0f : x; // a NaN goes through as 0, and is given back at the end
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -36,7 +38,7 @@ static inline float fast_expf(float x) {
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
+    return in != in ? in : p * scale;
 }
 
 // tanh(x) = 1 - 2 / (exp(2x) + 1), exact at the limits +-1, with an absolute

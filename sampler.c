@@ -118,7 +118,7 @@ static float* window_feed(Window* w, int token) {
     if (w->len == T) {
         int keep = T / 2;
         memmove(w->window, w->window + T - keep, keep * sizeof(int));
-        if (!w->no_cache) model_prefill(w->m, &w->kv, w->window, keep);
+        if (!w->no_cache && keep > 0) model_prefill(w->m, &w->kv, w->window, keep);
         w->len = keep;
     }
     w->window[w->len++] = token;

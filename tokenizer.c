@@ -366,6 +366,11 @@ unsigned char* read_file(const char* path, size_t* n, char* err, size_t errlen)
         set_error(err, errlen, "'%s' is a directory; give the path of a text file", path);
         return NULL;
     }
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+        set_error(err, errlen, "'%s' is a device, not a text file; give the path of a "
+                  "text file (or a pipe)", path);
+        return NULL;
+    }
     FILE* f = fopen(path, "rb");
     if (f == NULL) {
         set_error(err, errlen, "cannot open '%s': %s (check its permissions)", path,
@@ -394,8 +399,7 @@ unsigned char* read_file(const char* path, size_t* n, char* err, size_t errlen)
         if (got == 0) break;
     }
     if (buf == NULL) {
-        set_error(err, errlen, "out of memory reading '%s' (%lld bytes)", path,
-                  (long long)st.st_size);
+        set_error(err, errlen, "out of memory reading '%s' after %zu bytes", path, used);
         fclose(f);
         return NULL;
     }

@@ -1793,7 +1793,7 @@ int main(int argc, char** argv) {
     double t_log = now_ms(), t_start = t_log, t_train = 0.0;
     long tokens_per_step = (long)o.batch * o.context, first_step = tr.step;
     double loss_sum = 0.0;
-    int loss_count = 0, consecutive_skips = 0, status = EXIT_SUCCESS;
+    int loss_count = 0, consecutive_skips = 0, status = EXIT_SUCCESS, best_saved = 0;
     while (tr.step < o.steps && !stop_signal) {
         double t0 = now_ms();
         long skipped_before = tr.skipped;
@@ -1850,13 +1850,20 @@ int main(int argc, char** argv) {
             trainer_record_eval(&tr, train_loss, val_loss);
             int best = val_loss < tr.best_val;
             if (best) {
+                // the checkpoint carries its own best loss, so set it first, and
+                // take it back if the save fails
+                float was_val = tr.best_val;
+                long was_step = tr.best_step;
                 tr.best_val = val_loss;
                 tr.best_step = step;
                 if (trainer_save(&tr, o.output, err, sizeof(err)) != 0) {
+                    tr.best_val = was_val;
+                    tr.best_step = was_step;
                     fprintf(stderr, "%serror: %s\n", live ? "\n" : "", err);
                     status = EXIT_FAILURE;
                     break;
                 }
+                best_saved = 1;
             }
             if (info) {
                 printf("%seval step %ld: train %.4f, val %.4f%s%s", live ? "\r\033[K" : "",
@@ -1890,9 +1897,13 @@ int main(int argc, char** argv) {
     if (live) printf("\n");
 
     // the latest checkpoint, at the end or on a signal (not after a failure)
-    if (status == EXIT_SUCCESS && trainer_save(&tr, o.last, err, sizeof(err)) != 0) {
-        fprintf(stderr, "error: %s\n", err);
-        status = EXIT_FAILURE;
+    int last_saved = 0;
+    if (status == EXIT_SUCCESS) {
+        last_saved = trainer_save(&tr, o.last, err, sizeof(err)) == 0;
+        if (!last_saved) {
+            fprintf(stderr, "error: %s\n", err);
+            status = EXIT_FAILURE;
+        }
     }
     if (stop_signal) {
         fprintf(stderr, "stopped by signal %d at step %ld; continue with: train --resume "
@@ -1907,13 +1918,14 @@ int main(int argc, char** argv) {
     printf("done: %ld steps in %s (%.1f ms/step), %ld tokens seen\n", tr.step - first_step,
            took, t_train / (tr.step - first_step > 0 ? tr.step - first_step : 1),
            (tr.step - first_step) * tokens_per_step);
-    if (tr.best_step >= 0) {
+    if (tr.best_step >= 0 && (best_saved || first_step > 0)) {
         printf("best validation loss %.4f at step %ld, saved in %s\n", tr.best_val,
                tr.best_step, o.output);
-        printf("latest step saved in %s (train --resume %s continues it)\n", o.last,
-               o.last);
         printf("sample it with: ./run %s -n 500 -i \"...\"\n", o.output);
     }
+    if (last_saved)
+        printf("latest step saved in %s (train --resume %s continues it)\n", o.last,
+               o.last);
     Model best;
     Tokenizer tok;
     if (status == EXIT_SUCCESS && !o.quiet && o.sample_chars > 0 &&

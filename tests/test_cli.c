@@ -1,7 +1,8 @@
 // test_cli.c: tests of the train and run programs as a user meets them, suite "cli".
 //
-// The tests run the built binaries ./train and ./run (so `make` first, and run
-// the tests from the repository root), capture their stdout and stderr in
+// The tests run the built binaries ./train and ./run (those in $GAME_BIN_DIR when
+// it is set; so `make` first, and run the tests from the repository root),
+// capture their stdout and stderr in
 // files, and check exit codes, messages and output bytes. Every bad input must
 // end with exit code 1 (not a signal) and a message naming the flag or the
 // problem, and a failed train must leave no checkpoint. The models are tiny
@@ -25,8 +26,18 @@
 
 #include "weights.h"
 
-#define TRAIN_BIN "./train"
-#define RUN_BIN   "./run"
+// The programs: in $GAME_BIN_DIR (make test-asan points it at the sanitized
+// build), default "." (the repository root).
+static char* bin_path(int which) {
+    static char paths[2][4096];
+    const char* dir = getenv("GAME_BIN_DIR");
+    if (dir == NULL || dir[0] == '\0') dir = ".";
+    snprintf(paths[which], sizeof(paths[which]), "%s/%s", dir, which ? "run" : "train");
+    return paths[which];
+}
+
+#define TRAIN_BIN bin_path(0)
+#define RUN_BIN   bin_path(1)
 #define MAX_ARGS  64
 #define CHILD_TIMEOUT_S 60 // a program still running after this is killed (SIGALRM)
 #define CONTEXT   8        // the tiny models' context

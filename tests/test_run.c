@@ -34,7 +34,15 @@
 #include "train.h"
 #include "weights.h"
 
-#define RUN_BIN "./run"
+// The run program: in $GAME_BIN_DIR (make test-asan points it at the sanitized
+// build), default "." (the repository root).
+static const char* run_bin(void) {
+    static char path[4096];
+    const char* dir = getenv("GAME_BIN_DIR");
+    snprintf(path, sizeof(path), "%s/run", dir && dir[0] ? dir : ".");
+    return path;
+}
+#define RUN_BIN ((char*)run_bin())
 #define MAX_ARGS 32
 #define CHILD_TIMEOUT_S 60  // a child still running after this is killed (SIGALRM)
 #define PTY_TIMEOUT_MS 60000 // how long the terminal test waits for the child
