@@ -54,9 +54,9 @@ long encode_prompt(const Tokenizer* tk, const unsigned char* text, size_t n, int
     }
     char what[64];
     tokenizer_describe(bad_symbol, what, sizeof(what));
-    snprintf(err, errlen, "the prompt's character %s at position %zu (byte %zu) never "
-             "occurs in the model's training text; remove or replace it", what, chars + 1,
-             bad_offset);
+    snprintf(err, errlen, "the prompt's character %s at position %zu (counting from 1; "
+             "byte %zu counting from 0) never occurs in the model's training text; "
+             "remove or replace it", what, chars + 1, bad_offset);
     return -1;
 }
 
@@ -89,7 +89,8 @@ void run_usage(FILE* f) {
         "  -h, --help            this text\n\n"
         "Without -i or -f the prompt comes from stdin: on a terminal, each line you type\n"
         "is continued in turn (an empty line starts from a newline; Ctrl-D ends);\n"
-        "from a pipe or a file, the whole input is one prompt (empty: a newline).\n\n"
+        "from a pipe or a file, the whole input is one prompt, less one final line end\n"
+        "(empty: a newline). stdout holds the generated text and one final newline.\n\n"
         "examples:\n"
         "  run model.bin -n 300 -t 0.8 -i \"ROMEO:\"\n"
         "  run model.bin                         type prompts, Ctrl-D to end\n"
@@ -197,6 +198,9 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
 // ----------------------------------------------------------------------------
 // Reading a prompt from a stream
 
+// The largest prompt read from a stream.
+#define MAX_PROMPT_BYTES (64 << 20)
+
 unsigned char* read_stream(FILE* f, const char* what, size_t* n, char* err,
                            size_t errlen) {
     size_t cap = 4096, len = 0;
@@ -221,6 +225,14 @@ unsigned char* read_stream(FILE* f, const char* what, size_t* n, char* err,
         size_t got = fread(buf + len, 1, cap - len - 1, f);
         len += got;
         if (got == 0) break;
+        if (len > MAX_PROMPT_BYTES) {
+            snprintf(err, errlen, "%s holds more than %d MiB; a prompt that long is not a "
+                     "prompt (the model sees only its last characters): give a shorter "
+                     "one", what, MAX_PROMPT_BYTES >> 20);
+            free(buf);
+            *n = 0;
+            return NULL;
+        }
     }
     if (ferror(f)) {
         snprintf(err, errlen, "cannot read the prompt from %s: %s; give it with -i or -f",
@@ -779,6 +791,12 @@ static int run_one_prompt(Model* m, const Tokenizer* tk, Sampler* s, const RunOp
         if (!read_text) {
             fprintf(stderr, "error: %s\n", err);
             return EXIT_FAILURE;
+        }
+
+        // a piped prompt loses one line end, as `echo TEXT |` adds one
+        if (!o->prompt_file && n > 0 && read_text[n - 1] == '\n') {
+            read_text[--n] = '\0';
+            if (n > 0 && read_text[n - 1] == '\r') read_text[--n] = '\0';
         }
         text = read_text;
     }

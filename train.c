@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1405,6 +1406,8 @@ void train_usage(FILE* f) {
         "      --warmup N          linear warmup steps (default %ld, at most steps/10)\n"
         "      --weight-decay F    AdamW decay of the matrices (default %g)\n"
         "      --clip F            gradient-norm clip, 0 for none (default %g)\n"
+        "      --beta1 F           AdamW momentum, GAME's starting mu (default %g)\n"
+        "      --beta2 F           AdamW second-moment decay (default %g)\n"
         "      --seed N            seed of initialisation, batches and noise (default %llu)\n"
         "GAME (see docs/GAME.md)\n"
         "      --game MODE         full, off, or a list such as c1,c2,c4 (default %s)\n"
@@ -1425,7 +1428,7 @@ void train_usage(FILE* f) {
         "  train --resume notes.bin.last --steps 5000\n",
         d.input, d.output, d.save_every, d.val_fraction, d.layers, d.heads, d.channels,
         d.context, d.batch, d.steps, d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip,
-        (unsigned long long)d.seed, d.game, d.eval_every, d.eval_batches, d.log_every);
+        d.beta1, d.beta2, (unsigned long long)d.seed, d.game, d.eval_every, d.eval_batches, d.log_every);
     fprintf(f, "\nGAME constants for --game-set:");
     for (int i = 0; i < NUM_AME_FIELDS; i++)
         fprintf(f, "%s%s", i % 8 ? ", " : "\n  ", AME_FIELDS[i].name);
@@ -1486,6 +1489,7 @@ enum {
     OPT_LR, OPT_MIN_LR, OPT_WARMUP, OPT_WD, OPT_CLIP, OPT_SEED, OPT_EVAL_EVERY,
     OPT_EVAL_BATCHES, OPT_VAL_FRACTION, OPT_THREADS, OPT_LOG_EVERY, OPT_GAME, OPT_LOG,
     OPT_GAME_SET, OPT_NO_DITHER, OPT_RESUME, OPT_SAVE_EVERY, OPT_LAST, OPT_PLOT, OPT_STOP_AT,
+    OPT_BETA1, OPT_BETA2,
 };
 
 // Reads an integer flag into an int or long field.
@@ -1532,6 +1536,8 @@ int train_parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t e
         {"last", required_argument, 0, OPT_LAST},
         {"plot", required_argument, 0, OPT_PLOT},
         {"stop-at", required_argument, 0, OPT_STOP_AT},
+        {"beta1", required_argument, 0, OPT_BETA1},
+        {"beta2", required_argument, 0, OPT_BETA2},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -1565,6 +1571,8 @@ int train_parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t e
         case OPT_LOG_EVERY: LONG_FLAG("log-every", 1, 1 << 30, o->log_every); break;
         case OPT_SAVE_EVERY: LONG_FLAG("save-every", 0, 1L << 40, o->save_every); break;
         case OPT_STOP_AT: LONG_FLAG("stop-at", 1, 1L << 40, o->stop_at); break;
+        case OPT_BETA1: FLOAT_FLAG("beta1", 0.0, 0.9999, o->beta1); break;
+        case OPT_BETA2: FLOAT_FLAG("beta2", 0.0, 0.99999, o->beta2); break;
         case OPT_GAME: {
             char why[256];
             if (ame_parse_mode(optarg, &o->game_mask, why, sizeof(why)) != 0) {
@@ -1662,31 +1670,61 @@ static void on_signal(int sig) {
     stop_signal = sig;
 }
 
-// Checks before any work that a checkpoint can be written at path and would
-// not overwrite the training text. Returns 0, or -1 with a message.
-static int check_output(const char* path, const char* input, char* err, size_t errlen) {
-    struct stat in, out;
-    if (stat(path, &out) == 0) {
-        if (S_ISDIR(out.st_mode)) {
-            snprintf(err, errlen, "the output %s is a folder; give a file name with -o",
-                     path);
-            return -1;
-        }
-        if (stat(input, &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino) {
-            snprintf(err, errlen, "the output %s is the training text itself; choose "
-                     "another -o", path);
-            return -1;
-        }
-    }
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char* slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
-    else snprintf(dir, sizeof(dir), ".");
-    if (access(dir, W_OK) != 0) {
-        snprintf(err, errlen, "cannot write checkpoints into %.900s: %s; choose another -o",
-                 dir, strerror(errno));
+// 1 when paths a and b name the same existing file (links and ./ included).
+static int same_file(const char* a, const char* b) {
+    struct stat sa, sb;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+// Checks before any work that train can write the file at path (flag names
+// the option it came from): not a folder, not the training text, and a file
+// can be created in its folder (tried with this process's temporary name,
+// which is removed again). Returns 0, or -1 with a message.
+static int check_output(const char* flag, const char* path, const char* input, char* err,
+                        size_t errlen) {
+    struct stat st;
+    if (path[0] == '\0') {
+        snprintf(err, errlen, "%s is an empty file name", flag);
         return -1;
+    }
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s %s is a folder; give a file name", flag, path);
+        return -1;
+    }
+    if (same_file(path, input) || strcmp(path, input) == 0) {
+        snprintf(err, errlen, "%s %s is the training text itself; choose another file",
+                 flag, path);
+        return -1;
+    }
+    char probe[4200];
+    snprintf(probe, sizeof(probe), "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot create files next to %.900s: %s; choose "
+                 "another path", flag, path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
+// Checks every file the run will write, against the input and each other.
+static int check_outputs(const TrainOptions* o, char* err, size_t errlen) {
+    const char* flags[4] = {"-o", "--last", "--plot", "--log"};
+    const char* paths[4] = {o->output, o->last, o->plot, o->log_csv};
+    for (int i = 0; i < 4; i++) {
+        if (!paths[i]) continue;
+        if (check_output(flags[i], paths[i], o->input, err, errlen) != 0) return -1;
+        for (int j = 0; j < i; j++) {
+            if (paths[j] && (strcmp(paths[i], paths[j]) == 0 ||
+                             same_file(paths[i], paths[j]))) {
+                snprintf(err, errlen, "%s and %s are the same file (%s); give them "
+                         "different paths", flags[j], flags[i], paths[i]);
+                return -1;
+            }
+        }
     }
     return 0;
 }
@@ -1724,12 +1762,20 @@ int main(int argc, char** argv) {
     char mode[64], last_path[4096];
     ame_mode_string(o.game_mask, mode, sizeof(mode));
     o.game = mode;
-    if (!o.last) {
-        snprintf(last_path, sizeof(last_path), "%s.last", o.output);
-        o.last = last_path;
+
+    // the latest checkpoint: --last; or, resuming, the file resumed from (unless
+    // a new -o was given); or OUTPUT.last
+    int output_given = !o.resume || o.output != stored[1];
+    int last_given = o.last && (!o.resume || o.last != stored[2]);
+    if (!last_given) {
+        if (o.resume && !output_given) {
+            o.last = o.resume;
+        } else {
+            snprintf(last_path, sizeof(last_path), "%s.last", o.output);
+            o.last = last_path;
+        }
     }
-    if (check_output(o.output, o.input, err, sizeof(err)) != 0 ||
-        check_output(o.last, o.input, err, sizeof(err)) != 0) {
+    if (check_outputs(&o, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: %s\n", err);
         return EXIT_FAILURE;
     }
@@ -1744,6 +1790,9 @@ int main(int argc, char** argv) {
     Trainer tr;
     if (trainer_init(&tr, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: %s\n", err);
+        if (o.resume && o.input == stored[0])
+            fprintf(stderr, "       (the text path %s comes from the checkpoint; give "
+                    "-i FILE if the text is elsewhere)\n", o.input);
         return EXIT_FAILURE;
     }
     if (tr.step >= o.steps) {

@@ -298,7 +298,7 @@ int main(int argc, char** argv)
            seeds, steps, SUCCESS_LOSS);
     printf("game arm: %s. AmeParams that differ from the defaults:\n", mode);
     printf("  a in [ln 1e-3, ln %g]: the default [ln 1e-5, ln 3e-2] suits a transformer;\n"
-           "    XOR's rates run from 0.01 to 10, and with the default upper end of 10 no\n"
+           "    XOR's rates run from 0.01 to 10, and with an upper end of 10 no\n"
            "    starting rate is clipped, so any change of rate is C1's or C3's doing\n",
            amax);
     printf("  lambda_h = 1e-3 (default 1): with 8 perturbed activations over 4 points the\n"

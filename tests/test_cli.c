@@ -12,201 +12,66 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "weights.h"
 
-// The programs: in $GAME_BIN_DIR (make test-asan points it at the sanitized
-// build), default "." (the repository root).
-static char* bin_path(int which) {
-    static char paths[2][4096];
-    const char* dir = getenv("GAME_BIN_DIR");
-    if (dir == NULL || dir[0] == '\0') dir = ".";
-    snprintf(paths[which], sizeof(paths[which]), "%s/%s", dir, which ? "run" : "train");
-    return paths[which];
-}
+#include "testutil.h"
 
-#define TRAIN_BIN bin_path(0)
-#define RUN_BIN   bin_path(1)
 #define MAX_ARGS  64
-#define CHILD_TIMEOUT_S 60 // a program still running after this is killed (SIGALRM)
 #define CONTEXT   8        // the tiny models' context
 
 // ----------------------------------------------------------------------------
-// Temporary folder and files
+// The programs, the temporary folder and files
 
-static char g_dir[64];
+// The programs, in test_bin_dir() (set per test by setup).
+static char g_train[PATH_MAX + 16], g_run[PATH_MAX + 16];
+#define TRAIN_BIN g_train
+#define RUN_BIN   g_run
 
-static int remove_entry(const char* p, const struct stat* st, int type, struct FTW* ftw) {
-    (void)st;
-    (void)type;
-    (void)ftw;
-    remove(p);
-    return 0;
-}
-
-static void remove_dir(void) {
-    if (g_dir[0] != '\0') {
-        nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-        g_dir[0] = '\0';
-    }
-}
-
-// Per test: the binaries must exist, and a fresh folder is made.
+// Per test: the binaries must exist, and a fresh folder is made (g_test_dir).
 static void setup(void) {
-    cr_assert(access(TRAIN_BIN, X_OK) == 0 && access(RUN_BIN, X_OK) == 0,
-              "%s and %s not found: build them with `make` and run the tests from the "
-              "repository root", TRAIN_BIN, RUN_BIN);
-    snprintf(g_dir, sizeof(g_dir), "/tmp/game_cli_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir), "mkdtemp failed: %s", strerror(errno));
-    atexit(remove_dir); // also when a test ends by exit(), which skips .fini
+    test_find_program(g_train, sizeof(g_train), "train", 0);
+    test_find_program(g_run, sizeof(g_run), "run", 0);
+    test_dir_setup("cli");
 }
 
-static void teardown(void) { remove_dir(); }
-
-TestSuite(cli, .init = setup, .fini = teardown, .timeout = 120);
-
-// The path of name inside the test's folder, in one of 16 rotating buffers
-// (enough for the paths one test holds at a time).
-static const char* path_of(const char* name) {
-    static char bufs[16][256];
-    static int next = 0;
-    char* b = bufs[next++ % 16];
-    snprintf(b, sizeof(bufs[0]), "%s/%s", g_dir, name);
-    return b;
-}
-
-static void write_bytes(const char* path, const void* data, size_t n) {
-    FILE* f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
-    cr_assert_eq(fwrite(data, 1, n, f), n);
-    cr_assert_eq(fclose(f), 0);
-}
+TestSuite(cli, .init = setup, .fini = test_dir_teardown, .timeout = 120);
 
 static void write_text(const char* path, const char* text) {
-    write_bytes(path, text, strlen(text));
+    test_write_file(path, text, strlen(text));
 }
 
-// Reads a whole file into a new NUL-terminated buffer; *n gets its size.
-static char* read_bytes(const char* path, size_t* n) {
-    FILE* f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot read %s: %s", path, strerror(errno));
-    size_t cap = 4096, len = 0;
-    char* buf = malloc(cap);
-    cr_assert_not_null(buf);
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = '\0';
-    *n = len;
-    return buf;
-}
-
-static int file_exists(const char* path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-// A text of about 3 KB over lowercase letters, space, newline and a few
-// accented letters, made from a fixed word list by a small generator.
+// The tiny models' training text (test_training_text), about 3 KB.
 static void write_training_text(const char* path) {
-    static const char* words[] = {
-        "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "and",
-        "then", "runs", "away", "from", "caf\xC3\xA9", "\xC3\xBC" "ber", "na\xC3\xAFve",
-        "cat", "sat", "on", "mat", "in", "old", "town",
-    };
-    int nwords = (int)(sizeof(words) / sizeof(words[0]));
     char text[4096];
-    size_t len = 0;
-    uint32_t state = 12345;
-    while (len < 3000) {
-        state = state * 1664525u + 1013904223u;
-        const char* w = words[(state >> 16) % nwords];
-        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s", w,
-                                (state >> 8) % 9 == 0 ? "\n" : " ");
-    }
-    write_bytes(path, text, len);
+    test_write_file(path, text, test_training_text(text, sizeof(text), 0, 0));
 }
 
 // ----------------------------------------------------------------------------
 // Running a program
 
-typedef struct {
-    int status;  // from waitpid
-    char* out;   // stdout, NUL-terminated
-    size_t out_len;
-    char* err;   // stderr, NUL-terminated
-    size_t err_len;
-} Result;
-
-static void result_free(Result* r) {
-    free(r->out);
-    free(r->err);
-    memset(r, 0, sizeof(*r));
-}
-
 // Runs argv[0] with argv (NULL-terminated), stdin from /dev/null, stdout and
 // stderr into files of the test's folder, and reads both back.
-static Result run_argv(char* const argv[]) {
-    char out_path[128], err_path[128];
-    snprintf(out_path, sizeof(out_path), "%s/captured.stdout", g_dir);
-    snprintf(err_path, sizeof(err_path), "%s/captured.stderr", g_dir);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0, "fork failed: %s", strerror(errno));
-    if (pid == 0) {
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (in < 0 || out < 0 || err < 0) _exit(126);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(err, 2);
-        alarm(CHILD_TIMEOUT_S);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    Result r;
-    memset(&r, 0, sizeof(r));
-    while (waitpid(pid, &r.status, 0) < 0) {
-        cr_assert_eq(errno, EINTR, "waitpid failed: %s", strerror(errno));
-    }
-    r.out = read_bytes(out_path, &r.out_len);
-    r.err = read_bytes(err_path, &r.err_len);
-    return r;
+static TestResult run_argv(char* const argv[]) {
+    TestSpawn sp = {.dir = g_test_dir};
+    return test_run_argv(&sp, argv);
 }
 
 // Runs a program with the arguments that follow, up to a NULL.
-static Result run_prog(const char* prog, ...) {
+static TestResult run_prog(const char* prog, ...) {
     char* argv[MAX_ARGS];
-    int argc = 0;
-    argv[argc++] = (char*)prog;
     va_list ap;
     va_start(ap, prog);
-    const char* a;
-    while ((a = va_arg(ap, const char*)) != NULL) {
-        cr_assert_lt(argc, MAX_ARGS - 1);
-        argv[argc++] = (char*)a;
-    }
+    test_argv_va(argv, MAX_ARGS, prog, ap);
     va_end(ap);
-    argv[argc] = NULL;
     return run_argv(argv);
 }
 
@@ -215,7 +80,7 @@ static Result run_prog(const char* prog, ...) {
 
 // Asserts a failure: a normal exit with code 1 and an error message on stderr
 // that contains each of the strings that follow (up to a NULL).
-static void expect_failure(const Result* r, const char* what, ...) {
+static void expect_failure(const TestResult* r, const char* what, ...) {
     cr_assert(!WIFSIGNALED(r->status), "%s: killed by signal %d; stderr:\n%s", what,
               WTERMSIG(r->status), r->err);
     cr_assert(WIFEXITED(r->status), "%s: did not exit normally", what);
@@ -236,75 +101,25 @@ static void expect_failure(const Result* r, const char* what, ...) {
 #define EXPECT_FAILURE(r, what, ...) expect_failure(r, what, __VA_ARGS__, (const char*)NULL)
 
 // Asserts a normal exit with code 0.
-static void expect_success(const Result* r, const char* what) {
+static void expect_success(const TestResult* r, const char* what) {
     cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0,
               "%s: failed (status 0x%x); stderr:\n%s", what, r->status, r->err);
-}
-
-// Counts the code points of s[0 .. n-1]; -1 unless it is strict UTF-8.
-static long utf8_count(const unsigned char* s, size_t n) {
-    long count = 0;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        size_t len;
-        uint32_t cp;
-        if (b < 0x80) {
-            len = 1;
-            cp = b;
-        } else if (b >= 0xC2 && b <= 0xDF) {
-            len = 2;
-            cp = b & 0x1F;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            len = 3;
-            cp = b & 0x0F;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            len = 4;
-            cp = b & 0x07;
-        } else {
-            return -1;
-        }
-        if (i + len > n) return -1;
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) return -1;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return -1;
-        if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return -1;
-        i += len;
-        count++;
-    }
-    return count;
-}
-
-// Checks that run's stdout is n characters of valid UTF-8 and one final newline.
-static void expect_text(const Result* r, long n, const char* what) {
-    cr_assert_gt(r->out_len, 0, "%s: empty stdout", what);
-    cr_expect_eq(r->out[r->out_len - 1], '\n', "%s: stdout does not end in a newline",
-                 what);
-    long chars = utf8_count((const unsigned char*)r->out, r->out_len - 1);
-    cr_expect_eq(chars, n, "%s: %ld characters of valid UTF-8 (-1: invalid), expected %ld",
-                 what, chars, n);
-}
-
-static int same_output(const Result* a, const Result* b) {
-    return a->out_len == b->out_len && memcmp(a->out, b->out, a->out_len) == 0;
 }
 
 // Trains the tiny model on a fresh text into name and returns its path (in a
 // buffer of its own).
 static const char* train_tiny(const char* name) {
     static char ckpt[256];
-    const char* text = path_of("train.txt");
-    if (!file_exists(text)) write_training_text(text);
-    snprintf(ckpt, sizeof(ckpt), "%s/%s", g_dir, name);
-    Result r = RUN_TRAIN("-i", text, "-o", ckpt, "--layers", "1", "--channels", "16",
-                         "--heads", "2", "--context", "8", "--batch", "2", "--steps", "20",
-                         "--warmup", "2", "--eval-every", "10", "--eval-batches", "2",
-                         "--threads", "1");
+    const char* text = test_path("train.txt");
+    if (!test_file_exists(text)) write_training_text(text);
+    snprintf(ckpt, sizeof(ckpt), "%s/%s", g_test_dir, name);
+    TestResult r = RUN_TRAIN("-i", text, "-o", ckpt, "--layers", "1", "--channels", "16",
+                             "--heads", "2", "--context", "8", "--batch", "2", "--steps", "20",
+                             "--warmup", "2", "--eval-every", "10", "--eval-batches", "2",
+                             "--threads", "1");
     expect_success(&r, "train of the tiny model");
-    cr_assert(file_exists(ckpt), "train exited 0 but wrote no %s", ckpt);
-    result_free(&r);
+    cr_assert(test_file_exists(ckpt), "train exited 0 but wrote no %s", ckpt);
+    test_result_free(&r);
     return ckpt;
 }
 
@@ -314,7 +129,7 @@ static const char* train_tiny(const char* name) {
 // Runs train with the given flags after -i TEXT -o OUT and expects a failure
 // whose message contains needle, and no OUT afterwards.
 static void train_fails(const char* text, const char* needle, char* const flags[]) {
-    const char* out = path_of("never.bin");
+    const char* out = test_path("never.bin");
     char* argv[MAX_ARGS];
     int argc = 0;
     argv[argc++] = TRAIN_BIN;
@@ -330,27 +145,27 @@ static void train_fails(const char* text, const char* needle, char* const flags[
     for (int i = 0; flags[i] != NULL && used < sizeof(what); i++) {
         used += (size_t)snprintf(what + used, sizeof(what) - used, " %s", flags[i]);
     }
-    Result r = run_argv(argv);
+    TestResult r = run_argv(argv);
     EXPECT_FAILURE(&r, what, needle);
-    cr_expect(!file_exists(out), "%s: a checkpoint was written", what);
-    result_free(&r);
+    cr_expect(!test_file_exists(out), "%s: a checkpoint was written", what);
+    test_result_free(&r);
 }
 
 #define TRAIN_FAILS(text, needle, ...) \
     train_fails(text, needle, (char* const[]){__VA_ARGS__, NULL})
 
 Test(cli, train_missing_input) {
-    const char* missing = path_of("no_such_text.txt");
+    const char* missing = test_path("no_such_text.txt");
     TRAIN_FAILS(missing, "no_such_text.txt", "--steps", "5", "--warmup", "1");
     TRAIN_FAILS(missing, "cannot open", "--steps", "5", "--warmup", "1");
 }
 
 Test(cli, train_directory_input) {
-    TRAIN_FAILS(g_dir, "is a directory", "--steps", "5", "--warmup", "1");
+    TRAIN_FAILS(g_test_dir, "is a directory", "--steps", "5", "--warmup", "1");
 }
 
 Test(cli, train_empty_input) {
-    const char* empty = path_of("empty.txt");
+    const char* empty = test_path("empty.txt");
     write_text(empty, "");
     TRAIN_FAILS(empty, "is empty", "--steps", "5", "--warmup", "1");
 }
@@ -358,7 +173,7 @@ Test(cli, train_empty_input) {
 // With 10% held out, each part needs context + 1 characters: 20 characters
 // are too few for context 8, and so is exactly context + 1.
 Test(cli, train_text_too_short) {
-    const char* shorter = path_of("short.txt");
+    const char* shorter = test_path("short.txt");
     write_text(shorter, "abcdefghij abcdefghi");
     TRAIN_FAILS(shorter, "too short for context 8", "--context", "8", "--steps", "5",
                 "--warmup", "1");
@@ -368,7 +183,7 @@ Test(cli, train_text_too_short) {
 }
 
 Test(cli, train_bad_flag_values) {
-    const char* text = path_of("train.txt");
+    const char* text = test_path("train.txt");
     write_training_text(text);
     TRAIN_FAILS(text, "--lr 'abc'", "--lr", "abc");
     TRAIN_FAILS(text, "--lr '-1'", "--lr", "-1");
@@ -396,65 +211,65 @@ Test(cli, train_bad_flag_values) {
 
 // The checkpoint must never overwrite the text it is trained on.
 Test(cli, train_output_same_as_input) {
-    const char* text = path_of("train.txt");
+    const char* text = test_path("train.txt");
     write_training_text(text);
     size_t n_before;
-    char* before = read_bytes(text, &n_before);
-    Result r = RUN_TRAIN("-i", text, "-o", text, "--layers", "1", "--channels", "16",
-                         "--heads", "2", "--context", "8", "--batch", "2", "--steps", "4",
-                         "--eval-every", "2", "--eval-batches", "1", "--threads", "1");
+    char* before = test_read_file(text, &n_before);
+    TestResult r = RUN_TRAIN("-i", text, "-o", text, "--layers", "1", "--channels", "16",
+                             "--heads", "2", "--context", "8", "--batch", "2", "--steps", "4",
+                             "--eval-every", "2", "--eval-batches", "1", "--threads", "1");
     size_t n_after;
-    char* after = read_bytes(text, &n_after);
+    char* after = test_read_file(text, &n_after);
     cr_expect(n_before == n_after && memcmp(before, after, n_before) == 0,
               "train -o %s overwrote its own training text", text);
     EXPECT_FAILURE(&r, "train with -o equal to -i", "train.txt");
     free(before);
     free(after);
-    result_free(&r);
+    test_result_free(&r);
 }
 
 // An -o in a folder that does not exist must fail before the training, not at
 // the first evaluation after eval-every steps of work.
 Test(cli, train_output_folder_missing) {
-    const char* text = path_of("train.txt");
+    const char* text = test_path("train.txt");
     write_training_text(text);
-    const char* out = path_of("no_such_folder/model.bin");
-    Result r = RUN_TRAIN("-i", text, "-o", out, "--layers", "1", "--channels", "16",
-                         "--heads", "2", "--context", "8", "--batch", "2", "--steps", "20",
-                         "--eval-every", "20", "--eval-batches", "1", "--threads", "1");
+    const char* out = test_path("no_such_folder/model.bin");
+    TestResult r = RUN_TRAIN("-i", text, "-o", out, "--layers", "1", "--channels", "16",
+                             "--heads", "2", "--context", "8", "--batch", "2", "--steps", "20",
+                             "--eval-every", "20", "--eval-batches", "1", "--threads", "1");
     EXPECT_FAILURE(&r, "train -o in a missing folder", "no_such_folder");
     cr_expect(strstr(r.out, "step") == NULL,
               "train ran steps before finding that it cannot write %s:\n%s", out, r.out);
-    result_free(&r);
+    test_result_free(&r);
 }
 
 // ----------------------------------------------------------------------------
 // train and run: the working path
 
 Test(cli, train_writes_checkpoint) {
-    const char* text = path_of("train.txt");
+    const char* text = test_path("train.txt");
     write_training_text(text);
-    const char* ckpt = path_of("model.bin");
-    Result r = RUN_TRAIN("-i", text, "-o", ckpt, "--layers", "1", "--channels", "16",
-                         "--heads", "2", "--context", "8", "--batch", "2", "--steps", "20",
-                         "--warmup", "2", "--eval-every", "10", "--eval-batches", "2",
-                         "--threads", "1");
+    const char* ckpt = test_path("model.bin");
+    TestResult r = RUN_TRAIN("-i", text, "-o", ckpt, "--layers", "1", "--channels", "16",
+                             "--heads", "2", "--context", "8", "--batch", "2", "--steps", "20",
+                             "--warmup", "2", "--eval-every", "10", "--eval-batches", "2",
+                             "--threads", "1");
     expect_success(&r, "tiny train");
     cr_expect(strstr(r.out, "model: 1 layers, 2 heads, 16 channels, context 8") != NULL,
               "no model line:\n%s", r.out);
     cr_expect(strstr(r.out, "eval step 10:") != NULL, "no eval at step 10:\n%s", r.out);
     cr_expect(strstr(r.out, "eval step 20:") != NULL, "no eval at step 20:\n%s", r.out);
     cr_expect(strstr(r.out, "saved to") != NULL, "no save reported:\n%s", r.out);
-    result_free(&r);
+    test_result_free(&r);
 
     // the best and the latest checkpoint, and nothing else left behind (no
     // temporary file)
     size_t n;
-    char* data = read_bytes(ckpt, &n);
+    char* data = test_read_file(ckpt, &n);
     cr_expect(n > 64 && memcmp(data, "GAMECKPT", 8) == 0, "%s is no checkpoint", ckpt);
     cr_expect_eq(n % 8, 0, "checkpoint size %zu is not a multiple of 8", n);
     free(data);
-    DIR* d = opendir(g_dir);
+    DIR* d = opendir(g_test_dir);
     cr_assert_not_null(d);
     struct dirent* e;
     while ((e = readdir(d)) != NULL) {
@@ -470,37 +285,37 @@ Test(cli, train_writes_checkpoint) {
 
 Test(cli, run_same_seed_same_text) {
     const char* ckpt = train_tiny("model.bin");
-    Result a = RUN_RUN(ckpt, "-n", "50", "-s", "1");
-    Result b = RUN_RUN(ckpt, "-n", "50", "-s", "1");
-    Result c = RUN_RUN(ckpt, "-n", "50", "-s", "2");
+    TestResult a = RUN_RUN(ckpt, "-n", "50", "-s", "1");
+    TestResult b = RUN_RUN(ckpt, "-n", "50", "-s", "1");
+    TestResult c = RUN_RUN(ckpt, "-n", "50", "-s", "2");
     expect_success(&a, "run -n 50 -s 1");
     expect_success(&b, "run -n 50 -s 1, again");
     expect_success(&c, "run -n 50 -s 2");
-    expect_text(&a, 50, "run -n 50 -s 1");
-    expect_text(&c, 50, "run -n 50 -s 2");
-    cr_expect(same_output(&a, &b), "same seed, different text:\n%s\n%s", a.out, b.out);
-    cr_expect(!same_output(&a, &c), "seeds 1 and 2 gave the same text:\n%s", a.out);
+    test_expect_text(&a, 50, "run -n 50 -s 1");
+    test_expect_text(&c, 50, "run -n 50 -s 2");
+    cr_expect(test_same_output(&a, &b), "same seed, different text:\n%s\n%s", a.out, b.out);
+    cr_expect(!test_same_output(&a, &c), "seeds 1 and 2 gave the same text:\n%s", a.out);
     cr_expect(strstr(a.err, "50 tokens in") != NULL && strstr(a.err, "tokens/s") != NULL,
               "no speed line on stderr:\n%s", a.err);
     cr_expect(strstr(a.out, "tokens/s") == NULL, "the speed line went to stdout");
-    result_free(&a);
-    result_free(&b);
-    result_free(&c);
+    test_result_free(&a);
+    test_result_free(&b);
+    test_result_free(&c);
 }
 
 Test(cli, run_settings_that_work) {
     const char* ckpt = train_tiny("model.bin");
 
     // greedy: the seed does not matter
-    Result a = RUN_RUN(ckpt, "-n", "40", "-t", "0", "-s", "1");
-    Result b = RUN_RUN(ckpt, "-n", "40", "-t", "0", "-s", "99");
+    TestResult a = RUN_RUN(ckpt, "-n", "40", "-t", "0", "-s", "1");
+    TestResult b = RUN_RUN(ckpt, "-n", "40", "-t", "0", "-s", "99");
     expect_success(&a, "run -t 0");
     expect_success(&b, "run -t 0 -s 99");
-    expect_text(&a, 40, "run -t 0");
-    cr_expect(same_output(&a, &b), "greedy text depends on the seed:\n%s\n%s", a.out,
+    test_expect_text(&a, 40, "run -t 0");
+    cr_expect(test_same_output(&a, &b), "greedy text depends on the seed:\n%s\n%s", a.out,
               b.out);
-    result_free(&a);
-    result_free(&b);
+    test_result_free(&a);
+    test_result_free(&b);
 
     // the edges of each setting, long flag names, and no text at all
     const char* cases[][8] = {
@@ -510,45 +325,45 @@ Test(cli, run_settings_that_work) {
         {"--tokens", "20", "--seed", "0", NULL},
     };
     for (int i = 0; i < 4; i++) {
-        Result r = run_prog(RUN_BIN, ckpt, cases[i][0], cases[i][1], cases[i][2],
-                            cases[i][3], cases[i][4], cases[i][5], cases[i][6],
-                            cases[i][7], (const char*)NULL);
+        TestResult r = run_prog(RUN_BIN, ckpt, cases[i][0], cases[i][1], cases[i][2],
+                                cases[i][3], cases[i][4], cases[i][5], cases[i][6],
+                                cases[i][7], (const char*)NULL);
         char what[64];
         snprintf(what, sizeof(what), "run %s %s %s %s", cases[i][0], cases[i][1],
                  cases[i][2], cases[i][3]);
         expect_success(&r, what);
-        expect_text(&r, 20, what);
-        result_free(&r);
+        test_expect_text(&r, 20, what);
+        test_result_free(&r);
     }
-    Result z = RUN_RUN(ckpt, "-n", "0");
+    TestResult z = RUN_RUN(ckpt, "-n", "0");
     expect_success(&z, "run -n 0");
     cr_expect(z.out_len == 1 && z.out[0] == '\n', "run -n 0 printed %zu bytes", z.out_len);
-    result_free(&z);
+    test_result_free(&z);
 }
 
 Test(cli, run_prompt_unknown_character) {
     const char* ckpt = train_tiny("model.bin");
-    Result r = RUN_RUN(ckpt, "-n", "5", "-i", "the Q");
+    TestResult r = RUN_RUN(ckpt, "-n", "5", "-i", "the Q");
     EXPECT_FAILURE(&r, "prompt with Q", "'Q' (U+0051)", "position 5", "byte 4");
     cr_expect_eq(r.out_len, 0, "text printed before the prompt error");
-    result_free(&r);
+    test_result_free(&r);
 
     // positions count characters, bytes count bytes: é is 2 bytes
     r = RUN_RUN(ckpt, "-n", "5", "-i", "caf\xC3\xA9 \xCE\xA9");
     EXPECT_FAILURE(&r, "prompt with omega", "U+03A9", "position 6", "byte 6");
-    result_free(&r);
+    test_result_free(&r);
 
     // and from a file, with a byte that is not UTF-8
-    const char* pf = path_of("prompt.txt");
+    const char* pf = test_path("prompt.txt");
     write_text(pf, "the \xFF");
     r = RUN_RUN(ckpt, "-n", "5", "-f", pf);
     EXPECT_FAILURE(&r, "prompt file with 0xFF", "byte 0xFF", "position 5");
-    result_free(&r);
+    test_result_free(&r);
 }
 
 Test(cli, run_bad_flags) {
     const char* ckpt = train_tiny("model.bin");
-    const char* pf = path_of("prompt.txt");
+    const char* pf = test_path("prompt.txt");
     write_text(pf, "the cat");
     struct {
         const char* flag;
@@ -567,54 +382,54 @@ Test(cli, run_bad_flags) {
         {"--bogus", "1", "unknown option '--bogus'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        Result r = RUN_RUN(ckpt, cases[i].flag, cases[i].value);
+        TestResult r = RUN_RUN(ckpt, cases[i].flag, cases[i].value);
         char what[64];
         snprintf(what, sizeof(what), "run %s %s", cases[i].flag, cases[i].value);
         EXPECT_FAILURE(&r, what, cases[i].needle);
         cr_expect_eq(r.out_len, 0, "%s: printed text", what);
-        result_free(&r);
+        test_result_free(&r);
     }
-    Result r = RUN_RUN(ckpt, "-i", "the", "-f", pf);
+    TestResult r = RUN_RUN(ckpt, "-i", "the", "-f", pf);
     EXPECT_FAILURE(&r, "run -i and -f", "-i or -f, not both");
-    result_free(&r);
+    test_result_free(&r);
     r = RUN_RUN(ckpt, "-n");
     EXPECT_FAILURE(&r, "run -n without a value", "-n needs a value");
-    result_free(&r);
+    test_result_free(&r);
     r = RUN_RUN(ckpt, "the cat");
     EXPECT_FAILURE(&r, "run with a stray argument", "unexpected argument 'the cat'");
-    result_free(&r);
+    test_result_free(&r);
     r = RUN_RUN("-n", "5");
     EXPECT_FAILURE(&r, "run without a model", "no model given");
-    result_free(&r);
-    r = RUN_RUN(ckpt, "-f", path_of("no_prompt.txt"));
+    test_result_free(&r);
+    r = RUN_RUN(ckpt, "-f", test_path("no_prompt.txt"));
     EXPECT_FAILURE(&r, "run -f missing file", "no_prompt.txt");
-    result_free(&r);
+    test_result_free(&r);
 }
 
 Test(cli, run_missing_model) {
-    const char* missing = path_of("nothing_here.bin");
-    Result r = RUN_RUN(missing, "-n", "5");
+    const char* missing = test_path("nothing_here.bin");
+    TestResult r = RUN_RUN(missing, "-n", "5");
     EXPECT_FAILURE(&r, "missing model", "nothing_here.bin", "cannot open checkpoint");
-    result_free(&r);
-    r = RUN_RUN(g_dir, "-n", "5");
+    test_result_free(&r);
+    r = RUN_RUN(g_test_dir, "-n", "5");
     EXPECT_FAILURE(&r, "directory as model", "is a directory");
-    result_free(&r);
+    test_result_free(&r);
 }
 
 // Writes data[0 .. n-1] as name, runs it, and expects a clean failure.
 static void run_rejects(const char* name, const void* data, size_t n, const char* needle) {
-    const char* path = path_of(name);
-    write_bytes(path, data, n);
-    Result r = RUN_RUN(path, "-n", "5");
+    const char* path = test_path(name);
+    test_write_file(path, data, n);
+    TestResult r = RUN_RUN(path, "-n", "5");
     EXPECT_FAILURE(&r, name, name, needle);
     cr_expect_eq(r.out_len, 0, "%s: printed text", name);
-    result_free(&r);
+    test_result_free(&r);
 }
 
 Test(cli, run_corrupt_checkpoints) {
     const char* ckpt = train_tiny("model.bin");
     size_t n;
-    unsigned char* good = (unsigned char*)read_bytes(ckpt, &n);
+    unsigned char* good = (unsigned char*)test_read_file(ckpt, &n);
     unsigned char* bad = malloc(n + 1);
     cr_assert_not_null(bad);
 
@@ -659,21 +474,21 @@ Test(cli, train_and_run_raw_bytes) {
         static const char pattern[] = "ab\xFF" "cd\r\n\xE9" "e f\xC3";
         text[i] = pattern[i % (int)(sizeof(pattern) - 1)];
     }
-    const char* path = path_of("bytes.txt");
-    write_bytes(path, text, sizeof(text));
-    const char* ckpt = path_of("bytes.bin");
-    Result r = RUN_TRAIN("-i", path, "-o", ckpt, "--layers", "1", "--channels", "16",
-                         "--heads", "2", "--context", "8", "--batch", "2", "--steps", "10",
-                         "--warmup", "1", "--eval-every", "10", "--eval-batches", "1",
-                         "--threads", "1");
+    const char* path = test_path("bytes.txt");
+    test_write_file(path, text, sizeof(text));
+    const char* ckpt = test_path("bytes.bin");
+    TestResult r = RUN_TRAIN("-i", path, "-o", ckpt, "--layers", "1", "--channels", "16",
+                             "--heads", "2", "--context", "8", "--batch", "2", "--steps", "10",
+                             "--warmup", "1", "--eval-every", "10", "--eval-batches", "1",
+                             "--threads", "1");
     expect_success(&r, "train on raw bytes");
-    result_free(&r);
-    Result g = RUN_RUN(ckpt, "-n", "300", "-t", "3", "-s", "4");
+    test_result_free(&r);
+    TestResult g = RUN_RUN(ckpt, "-n", "300", "-t", "3", "-s", "4");
     expect_success(&g, "run on the raw-byte model");
-    expect_text(&g, 300, "run on the raw-byte model");
+    test_expect_text(&g, 300, "run on the raw-byte model");
     cr_expect(memmem(g.out, g.out_len, "\xEF\xBF\xBD", 3) != NULL,
               "no raw-byte token (U+FFFD) in 300 characters at temperature 3");
-    result_free(&g);
+    test_result_free(&g);
 }
 
 // Weights that give a non-finite logit: run stops with an error, exit code 1.
@@ -686,13 +501,13 @@ Test(cli, run_non_finite_weights) {
     cr_assert_not_null(parm);
     cr_assert_geq(parm->size, 4);
     ckpt_put_f32((unsigned char*)parm->data, NAN); // wte[0][0], so logit 0 is NaN
-    const char* nan_path = path_of("nan.bin");
+    const char* nan_path = test_path("nan.bin");
     cr_assert_eq(ckpt_save(&c, nan_path, err, sizeof(err)), 0, "%s", err);
     ckpt_free_loaded(&c);
 
-    Result r = RUN_RUN(nan_path, "-n", "20");
+    TestResult r = RUN_RUN(nan_path, "-n", "20");
     EXPECT_FAILURE(&r, "run on NaN weights", "non-finite");
-    result_free(&r);
+    test_result_free(&r);
 }
 
 Test(cli, run_long_prompt_and_prompt_file) {
@@ -701,9 +516,9 @@ Test(cli, run_long_prompt_and_prompt_file) {
     // longer than the context: works, with a note
     const char* prompt = "the quick brown fox jumps over the lazy dog";
     long chars = (long)strlen(prompt);
-    Result a = RUN_RUN(ckpt, "-n", "30", "-s", "5", "-i", prompt);
+    TestResult a = RUN_RUN(ckpt, "-n", "30", "-s", "5", "-i", prompt);
     expect_success(&a, "run with a long prompt");
-    expect_text(&a, 30, "run with a long prompt");
+    test_expect_text(&a, 30, "run with a long prompt");
     char note[128];
     snprintf(note, sizeof(note), "note: the prompt has %ld characters; the model sees its "
              "last %d", chars, CONTEXT);
@@ -711,32 +526,32 @@ Test(cli, run_long_prompt_and_prompt_file) {
     cr_expect(strstr(a.out, "note") == NULL, "the note went to stdout");
 
     // only the last `context` characters matter
-    Result b = RUN_RUN(ckpt, "-n", "30", "-s", "5", "-i", prompt + chars - CONTEXT);
+    TestResult b = RUN_RUN(ckpt, "-n", "30", "-s", "5", "-i", prompt + chars - CONTEXT);
     expect_success(&b, "run with the prompt's tail");
-    cr_expect(same_output(&a, &b), "a long prompt and its last %d characters differ:\n"
+    cr_expect(test_same_output(&a, &b), "a long prompt and its last %d characters differ:\n"
               "%s\n%s", CONTEXT, a.out, b.out);
     cr_expect(strstr(b.err, "note") == NULL, "a note for a prompt that fits:\n%s", b.err);
 
     // the same prompt from a file gives the same text
-    const char* pf = path_of("prompt.txt");
+    const char* pf = test_path("prompt.txt");
     write_text(pf, prompt);
-    Result c = RUN_RUN(ckpt, "-n", "30", "-s", "5", "-f", pf);
+    TestResult c = RUN_RUN(ckpt, "-n", "30", "-s", "5", "-f", pf);
     expect_success(&c, "run -f");
-    cr_expect(same_output(&a, &c), "-f and -i with one prompt differ:\n%s\n%s", a.out,
+    cr_expect(test_same_output(&a, &c), "-f and -i with one prompt differ:\n%s\n%s", a.out,
               c.out);
-    result_free(&a);
-    result_free(&b);
-    result_free(&c);
+    test_result_free(&a);
+    test_result_free(&b);
+    test_result_free(&c);
 
     // a short prompt file, and an empty one
     write_text(pf, "the cat");
-    Result d = RUN_RUN(ckpt, "-n", "10", "-f", pf);
+    TestResult d = RUN_RUN(ckpt, "-n", "10", "-f", pf);
     expect_success(&d, "run -f short");
-    expect_text(&d, 10, "run -f short");
-    result_free(&d);
+    test_expect_text(&d, 10, "run -f short");
+    test_result_free(&d);
     write_text(pf, "");
-    Result e = RUN_RUN(ckpt, "-n", "10", "-f", pf);
+    TestResult e = RUN_RUN(ckpt, "-n", "10", "-f", pf);
     expect_success(&e, "run -f empty");
-    expect_text(&e, 10, "run -f empty");
-    result_free(&e);
+    test_expect_text(&e, 10, "run -f empty");
+    test_result_free(&e);
 }

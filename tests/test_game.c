@@ -15,6 +15,7 @@
 //     the entropy bonus and rising with a large one;
 //   - the exact cancellation of the dithered noise's first-order term.
 // GAME's overhead is a matter of timing, which no unit test measures.
+#define _GNU_SOURCE // for testutil.h (nftw, wait4)
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -71,17 +72,7 @@ static void one_thread(void) {
 static void write_text(char* path, size_t len, int n_words, uint64_t seed) {
     static const char* const words[] = {"amber", "birch", "canal", "dusk", "ferry",
                                         "gull", "hollow", "inlet", "juniper", "kettle"};
-    TestRng r = {seed};
-    size_t cap = (size_t)n_words * 10 + 1, used = 0;
-    char* text = test_calloc(cap, 1);
-    for (int i = 0; i < n_words; i++) {
-        const char* sep = (i % 8 == 7) ? ".\n" : " ";
-        const char* w = words[test_rng_int(&r, 10)];
-        used += (size_t)snprintf(text + used, cap - used, "%s%s", w, sep);
-    }
-    cr_assert_eq(test_temp_write(path, len, "game", text, used), 0,
-                 "cannot write a temporary text file");
-    free(text);
+    test_write_words(path, len, "game", words, 10, n_words, 8, seed);
 }
 
 // The tiny model of these tests: 2 layers (6 groups), 16 channels, 2 heads,

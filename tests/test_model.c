@@ -10,6 +10,7 @@
 // bit-identical results for one and two threads; memorising a short text and
 // reciting it greedily; plain AdamW and the schedule against their formulas; the
 // checkpoint round trip.
+#define _GNU_SOURCE // for testutil.h (nftw, wait4)
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -1060,17 +1061,7 @@ static void write_word_text(char* path, size_t len, int n_words, uint64_t seed) 
         "river", "stone", "lantern", "quiet", "morning", "salt", "harbour", "green",
         "window", "bread", "north", "cold", "letter", "garden", "iron", "slow",
     };
-    TestRng r = {seed};
-    size_t cap = (size_t)n_words * 9 + 1, used = 0;
-    char* text = test_calloc(cap, 1);
-    for (int i = 0; i < n_words; i++) {
-        const char* w = words[test_rng_int(&r, 16)];
-        const char* sep = (i % 9 == 8) ? ".\n" : " ";
-        used += (size_t)snprintf(text + used, cap - used, "%s%s", w, sep);
-    }
-    cr_assert_eq(test_temp_write(path, len, "words", text, used), 0,
-                 "cannot write a temporary text file");
-    free(text);
+    test_write_words(path, len, "words", words, 16, n_words, 9, seed);
 }
 
 // Small trainer options for the tests: 2 layers, 32 channels, 2 heads, context 16,

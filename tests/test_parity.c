@@ -6,6 +6,7 @@
 // mean loss (LOSS) and the gradient of that loss with respect to every parameter
 // (GRAD, laid out as PARM). The tests run model_forward and model_backward on the
 // same batch and compare. tools/README.md says how to regenerate the file.
+#define _GNU_SOURCE // for testutil.h (nftw, wait4)
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>

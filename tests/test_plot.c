@@ -6,6 +6,7 @@
 // outside the plot area, gaps at non-finite points, dots for lone points, axis
 // ranges for empty, single-point, constant and log data, distinct palette colours,
 // a legend that keeps off the line, the panel grid, and text above the panels.
+#define _GNU_SOURCE // for testutil.h (nftw, wait4)
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <math.h>

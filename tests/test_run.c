@@ -13,11 +13,9 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <poll.h>
 #include <pty.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,17 +32,12 @@
 #include "train.h"
 #include "weights.h"
 
-// The run program: in $GAME_BIN_DIR (make test-asan points it at the sanitized
-// build), default "." (the repository root).
-static const char* run_bin(void) {
-    static char path[4096];
-    const char* dir = getenv("GAME_BIN_DIR");
-    snprintf(path, sizeof(path), "%s/run", dir && dir[0] ? dir : ".");
-    return path;
-}
-#define RUN_BIN ((char*)run_bin())
+#include "testutil.h"
+
+// The run program, in test_bin_dir() (set per test by setup).
+static char g_run[PATH_MAX + 16];
+#define RUN_BIN g_run
 #define MAX_ARGS 32
-#define CHILD_TIMEOUT_S 60  // a child still running after this is killed (SIGALRM)
 #define PTY_TIMEOUT_MS 60000 // how long the terminal test waits for the child
 #define TRAIN_STEPS 7       // steps the test checkpoints are trained for
 #define LONG_LINE 1500      // a typed line longer than any fixed line buffer
@@ -52,72 +45,13 @@ static const char* run_bin(void) {
 // ----------------------------------------------------------------------------
 // Temporary folder and files
 
-static char g_dir[64];
-
-static int remove_entry(const char* p, const struct stat* st, int type, struct FTW* ftw) {
-    (void)st;
-    (void)type;
-    (void)ftw;
-    remove(p);
-    return 0;
-}
-
-static void remove_dir(void) {
-    if (g_dir[0] != '\0') {
-        nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-        g_dir[0] = '\0';
-    }
-}
-
-// Per test: ./run must exist, and a fresh folder is made.
+// Per test: ./run must exist, and a fresh folder is made (g_test_dir).
 static void setup(void) {
-    cr_assert(access(RUN_BIN, X_OK) == 0, "%s not found: build it with `make` and run the "
-              "tests from the repository root", RUN_BIN);
-    snprintf(g_dir, sizeof(g_dir), "/tmp/game_run_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir), "mkdtemp failed: %s", strerror(errno));
-    atexit(remove_dir); // also when a test ends by exit(), which skips .fini
+    test_find_program(g_run, sizeof(g_run), "run", 0);
+    test_dir_setup("run");
 }
 
-static void teardown(void) { remove_dir(); }
-
-TestSuite(run, .init = setup, .fini = teardown, .timeout = 120);
-
-// The path of name inside the test's folder, in one of 8 rotating buffers.
-static const char* path_of(const char* name) {
-    static char bufs[8][256];
-    static int next = 0;
-    char* b = bufs[next++ % 8];
-    snprintf(b, sizeof(bufs[0]), "%s/%s", g_dir, name);
-    return b;
-}
-
-static void write_bytes(const char* path, const void* data, size_t n) {
-    FILE* f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
-    cr_assert_eq(fwrite(data, 1, n, f), n);
-    cr_assert_eq(fclose(f), 0);
-}
-
-// Reads a whole file into a new NUL-terminated buffer; *n gets its size.
-static char* read_bytes(const char* path, size_t* n) {
-    FILE* f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot read %s: %s", path, strerror(errno));
-    size_t cap = 4096, len = 0, got;
-    char* buf = malloc(cap);
-    cr_assert_not_null(buf);
-    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = '\0';
-    *n = len;
-    return buf;
-}
+TestSuite(run, .init = setup, .fini = test_dir_teardown, .timeout = 120);
 
 // A text of about n bytes of lowercase words, spaces and newlines (so 'Q' and
 // other capitals are outside its vocabulary), from a fixed word list.
@@ -175,10 +109,10 @@ static void tiny_options(TrainOptions* o, const char* input, const char* output)
 // compare against (trainer_free it).
 static void make_checkpoint(Trainer* tr, const char* path) {
     static char text_path[256], out_path[256];
-    snprintf(text_path, sizeof(text_path), "%s/train.txt", g_dir);
+    snprintf(text_path, sizeof(text_path), "%s/train.txt", g_test_dir);
     snprintf(out_path, sizeof(out_path), "%s", path);
     char* text = word_text(4000);
-    write_bytes(text_path, text, strlen(text));
+    test_write_file(text_path, text, strlen(text));
     free(text);
     TrainOptions o;
     tiny_options(&o, text_path, out_path);
@@ -193,94 +127,19 @@ static void make_checkpoint(Trainer* tr, const char* path) {
 // ----------------------------------------------------------------------------
 // Running ./run
 
-typedef struct {
-    int status; // from waitpid
-    char* out;  // stdout, NUL-terminated
-    size_t out_len;
-    char* err;  // stderr, NUL-terminated
-    size_t err_len;
-} Result;
-
-static void result_free(Result* r) {
-    free(r->out);
-    free(r->err);
-    memset(r, 0, sizeof(*r));
-}
-
-// Where a child's stdin comes from.
-typedef enum { FROM_DEVNULL, FROM_FILE, FROM_PIPE } InputKind;
-
 // Runs ./run with args (NULL-terminated, without argv[0]). Its stdin is
 // /dev/null, the file `input`, or a pipe fed with input[0 .. input_len-1];
 // stdout and stderr go to files of the test's folder and are read back.
-static Result run_with(InputKind kind, const char* input, size_t input_len,
-                       const char* const args[]) {
+static TestResult run_with(TestStdin from, const char* input, size_t input_len,
+                           const char* const args[]) {
     char* argv[MAX_ARGS];
-    int argc = 0;
-    argv[argc++] = RUN_BIN;
-    for (int i = 0; args[i] != NULL; i++) {
-        cr_assert_lt(argc, MAX_ARGS - 1);
-        argv[argc++] = (char*)args[i];
-    }
-    argv[argc] = NULL;
-    char out_path[128], err_path[128];
-    snprintf(out_path, sizeof(out_path), "%s/captured.stdout", g_dir);
-    snprintf(err_path, sizeof(err_path), "%s/captured.stderr", g_dir);
-    int fds[2] = {-1, -1};
-    if (kind == FROM_PIPE) cr_assert_eq(pipe(fds), 0, "pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0, "fork failed: %s", strerror(errno));
-    if (pid == 0) {
-        int in = kind == FROM_PIPE ? fds[0]
-               : open(kind == FROM_FILE ? input : "/dev/null", O_RDONLY);
-        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (in < 0 || out < 0 || err < 0) _exit(126);
-        if (kind == FROM_PIPE) close(fds[1]);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(err, 2);
-        alarm(CHILD_TIMEOUT_S);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-
-    // feed the pipe (the child reads it while it fills), then close it: the EOF
-    if (kind == FROM_PIPE) {
-        close(fds[0]);
-        signal(SIGPIPE, SIG_IGN);
-        size_t done = 0;
-        while (done < input_len) {
-            ssize_t w = write(fds[1], input + done, input_len - done);
-            if (w < 0 && errno == EINTR) continue;
-            cr_assert_gt(w, 0, "writing the child's stdin: %s", strerror(errno));
-            done += (size_t)w;
-        }
-        close(fds[1]);
-    }
-    Result r;
-    memset(&r, 0, sizeof(r));
-    while (waitpid(pid, &r.status, 0) < 0) {
-        cr_assert_eq(errno, EINTR, "waitpid failed: %s", strerror(errno));
-    }
-    r.out = read_bytes(out_path, &r.out_len);
-    r.err = read_bytes(err_path, &r.err_len);
-    return r;
+    test_argv_list(argv, MAX_ARGS, RUN_BIN, args);
+    TestSpawn sp = {.dir = g_test_dir, .stdin_from = from, .input = input,
+                    .input_len = input_len};
+    return test_run_argv(&sp, argv);
 }
 
 #define ARGS(...) ((const char* const[]){__VA_ARGS__, NULL})
-
-static void expect_exit(const Result* r, int code, const char* what) {
-    cr_assert(WIFEXITED(r->status), "%s: did not exit normally (status 0x%x); stderr:\n%s",
-              what, r->status, r->err);
-    cr_assert_eq(WEXITSTATUS(r->status), code, "%s: exit code %d, expected %d; stderr:\n%s",
-                 what, WEXITSTATUS(r->status), code, r->err);
-}
-
-static int same_stdout(const Result* a, const Result* b) {
-    return a->out_len == b->out_len && memcmp(a->out, b->out, a->out_len) == 0;
-}
 
 // Asserts that haystack holds the line fragment that the format gives.
 static void expect_has(const char* haystack, const char* what, const char* fmt, ...) {
@@ -315,11 +174,11 @@ static double mean_sigma_of(const Model* m, int tensor) {
 // run --info
 
 Test(run, info_matches_the_trainer) {
-    const char* ckpt = path_of("model.bin");
+    const char* ckpt = test_path("model.bin");
     Trainer tr;
     make_checkpoint(&tr, ckpt);
-    Result r = run_with(FROM_DEVNULL, NULL, 0, ARGS("--info", ckpt));
-    expect_exit(&r, 0, "run --info");
+    TestResult r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS("--info", ckpt));
+    test_expect_exit(&r, 0, "run --info");
     const char* out = r.out;
     const TrainOptions* o = &tr.opt;
     const Model* m = &tr.model;
@@ -410,7 +269,7 @@ Test(run, info_matches_the_trainer) {
               back.seed == o->seed && back.lr == o->lr && back.min_lr == o->min_lr &&
               back.game_mask == o->game_mask, "train reads other options back");
     for (int i = 0; i < 3; i++) free(strings[i]);
-    result_free(&r);
+    test_result_free(&r);
     trainer_free(&tr);
 }
 
@@ -425,47 +284,47 @@ Test(run, info_model_without_training_state) {
     ckpt_init(&c, &cfg);
     ckpt_add_u32(&c, "VOCB", symbols, 3);
     ckpt_add_f32(&c, "PARM", m.params_memory, m.num_params);
-    const char* path = path_of("bare.bin");
+    const char* path = test_path("bare.bin");
     char err[512];
     cr_assert_eq(ckpt_save(&c, path, err, sizeof(err)), 0, "%s", err);
 
-    Result r = run_with(FROM_DEVNULL, NULL, 0, ARGS("--info", path));
-    expect_exit(&r, 0, "run --info on a bare model");
+    TestResult r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS("--info", path));
+    test_expect_exit(&r, 0, "run --info on a bare model");
     expect_has(r.out, "--info", "vocabulary: 3 tokens: \"\\ta\\xE9\"\n");
     expect_has(r.out, "--info", "(1 of them are bytes that are not UTF-8");
     expect_has(r.out, "--info", "sections: 2\n");
     expect_has(r.out, "--info", "training state: none");
     expect_has(r.out, "--info", "GAME state: none");
     expect_has(r.out, "--info", "C2: attention output 0.1, MLP output 0.1\n");
-    result_free(&r);
+    test_result_free(&r);
     model_free(&m);
 }
 
 Test(run, info_rejects_damage_and_drift) {
-    const char* ckpt = path_of("model.bin");
+    const char* ckpt = test_path("model.bin");
     Trainer tr;
     make_checkpoint(&tr, ckpt);
     trainer_free(&tr);
     size_t n;
-    char* good = read_bytes(ckpt, &n);
+    char* good = test_read_file(ckpt, &n);
 
     // a flipped byte: the loader's message, exit 1, nothing on stdout
-    const char* flipped = path_of("flipped.bin");
+    const char* flipped = test_path("flipped.bin");
     good[n / 2] ^= 0x10;
-    write_bytes(flipped, good, n);
+    test_write_file(flipped, good, n);
     good[n / 2] ^= 0x10;
-    Result r = run_with(FROM_DEVNULL, NULL, 0, ARGS("--info", flipped));
-    expect_exit(&r, 1, "run --info on a flipped byte");
+    TestResult r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS("--info", flipped));
+    test_expect_exit(&r, 1, "run --info on a flipped byte");
     expect_has(r.err, "stderr", "error: ");
     expect_has(r.err, "stderr", "checksum mismatch");
     cr_expect_eq(r.out_len, 0, "--info printed for a damaged file:\n%s", r.out);
-    result_free(&r);
+    test_result_free(&r);
 
     // a missing file
-    r = run_with(FROM_DEVNULL, NULL, 0, ARGS("--info", path_of("absent.bin")));
-    expect_exit(&r, 1, "run --info on a missing file");
+    r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS("--info", test_path("absent.bin")));
+    test_expect_exit(&r, 1, "run --info on a missing file");
     expect_has(r.err, "stderr", "absent.bin");
-    result_free(&r);
+    test_result_free(&r);
 
     // a TRAN section one word longer than tran_write writes, with valid checksums:
     // the reader must notice that the layouts disagree
@@ -486,87 +345,89 @@ Test(run, info_rejects_damage_and_drift) {
         }
     }
     cr_assert_not_null(tran, "the checkpoint has no TRAN section");
-    const char* drifted = path_of("drifted.bin");
+    const char* drifted = test_path("drifted.bin");
     cr_assert_eq(ckpt_save(&grown, drifted, err, sizeof(err)), 0, "%s", err);
-    r = run_with(FROM_DEVNULL, NULL, 0, ARGS("--info", drifted));
-    expect_exit(&r, 1, "run --info on a longer TRAN");
+    r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS("--info", drifted));
+    test_expect_exit(&r, 1, "run --info on a longer TRAN");
     expect_has(r.err, "stderr", "tran_write() in train.c disagree");
     expect_has(r.out, "stdout", "training state (TRAN): cannot be decoded");
-    result_free(&r);
+    test_result_free(&r);
     free(tran);
     ckpt_free_loaded(&c);
     free(good);
 }
 
 Test(run, help_mentions_info_and_stdin) {
-    Result r = run_with(FROM_DEVNULL, NULL, 0, ARGS("--help"));
-    expect_exit(&r, 0, "run --help");
+    TestResult r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS("--help"));
+    test_expect_exit(&r, 0, "run --help");
     expect_has(r.out, "--help", "--info");
     expect_has(r.out, "--help", "Ctrl-D");
     expect_has(r.out, "--help", "from a pipe or a file, the whole input is one prompt");
-    result_free(&r);
+    test_result_free(&r);
 }
 
 // ----------------------------------------------------------------------------
 // Prompts from stdin
 
 Test(run, piped_prompt_equals_flag) {
-    const char* ckpt = path_of("model.bin");
+    const char* ckpt = test_path("model.bin");
     Trainer tr;
     make_checkpoint(&tr, ckpt);
     trainer_free(&tr);
 
     // a short prompt: -i TEXT and TEXT on a pipe give the same bytes
     const char* prompt = "the cat sat";
-    Result flag = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "40", "-s", "5", "-i",
-                                                       prompt));
-    Result piped = run_with(FROM_PIPE, prompt, strlen(prompt),
-                            ARGS(ckpt, "-n", "40", "-s", "5"));
-    expect_exit(&flag, 0, "run -i");
-    expect_exit(&piped, 0, "run < pipe");
+    TestResult flag = run_with(TEST_STDIN_NULL, NULL, 0,
+                               ARGS(ckpt, "-n", "40", "-s", "5", "-i", prompt));
+    TestResult piped = run_with(TEST_STDIN_PIPE, prompt, strlen(prompt),
+                                ARGS(ckpt, "-n", "40", "-s", "5"));
+    test_expect_exit(&flag, 0, "run -i");
+    test_expect_exit(&piped, 0, "run < pipe");
     cr_assert_gt(flag.out_len, 40, "run -i printed %zu bytes", flag.out_len);
-    cr_expect(same_stdout(&flag, &piped), "-i and a pipe differ:\n%s\n%s", flag.out,
+    cr_expect(test_same_output(&flag, &piped), "-i and a pipe differ:\n%s\n%s", flag.out,
               piped.out);
     cr_expect(strstr(piped.err, "Ctrl-D") == NULL, "a pipe got the terminal's hint");
-    result_free(&flag);
-    result_free(&piped);
+    test_result_free(&flag);
+    test_result_free(&piped);
 
     // a prompt of 100 KB (more than a pipe holds) on a pipe and as a file on
     // stdin equals -f of that file
     char* text = word_text(100000);
-    const char* pf = path_of("prompt.txt");
-    write_bytes(pf, text, strlen(text));
-    Result file = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "30", "-s", "9", "-f",
-                                                       pf));
-    Result big = run_with(FROM_PIPE, text, strlen(text), ARGS(ckpt, "-n", "30", "-s", "9"));
-    Result redirected = run_with(FROM_FILE, pf, 0, ARGS(ckpt, "-n", "30", "-s", "9"));
-    expect_exit(&file, 0, "run -f");
-    expect_exit(&big, 0, "run < a long pipe");
-    expect_exit(&redirected, 0, "run < file");
-    cr_expect(same_stdout(&file, &big), "-f and a long pipe differ");
-    cr_expect(same_stdout(&file, &redirected), "-f and a file on stdin differ");
+    const char* pf = test_path("prompt.txt");
+    test_write_file(pf, text, strlen(text));
+    TestResult file = run_with(TEST_STDIN_NULL, NULL, 0,
+                               ARGS(ckpt, "-n", "30", "-s", "9", "-f", pf));
+    TestResult big = run_with(TEST_STDIN_PIPE, text, strlen(text),
+                              ARGS(ckpt, "-n", "30", "-s", "9"));
+    TestResult redirected = run_with(TEST_STDIN_FILE, pf, 0,
+                                     ARGS(ckpt, "-n", "30", "-s", "9"));
+    test_expect_exit(&file, 0, "run -f");
+    test_expect_exit(&big, 0, "run < a long pipe");
+    test_expect_exit(&redirected, 0, "run < file");
+    cr_expect(test_same_output(&file, &big), "-f and a long pipe differ");
+    cr_expect(test_same_output(&file, &redirected), "-f and a file on stdin differ");
     expect_has(big.err, "stderr", "note: the prompt has 100000 characters");
     free(text);
-    result_free(&file);
-    result_free(&big);
-    result_free(&redirected);
+    test_result_free(&file);
+    test_result_free(&big);
+    test_result_free(&redirected);
 
     // empty stdin starts from a newline, as -i "" does
-    Result empty = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "25", "-s", "3"));
-    Result nothing = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "25", "-s", "3", "-i",
-                                                          ""));
-    expect_exit(&empty, 0, "run < /dev/null");
-    expect_exit(&nothing, 0, "run -i ''");
-    cr_expect(same_stdout(&empty, &nothing), "empty stdin and -i '' differ");
-    result_free(&empty);
-    result_free(&nothing);
+    TestResult empty = run_with(TEST_STDIN_NULL, NULL, 0, ARGS(ckpt, "-n", "25", "-s", "3"));
+    TestResult nothing = run_with(TEST_STDIN_NULL, NULL, 0,
+                                  ARGS(ckpt, "-n", "25", "-s", "3", "-i", ""));
+    test_expect_exit(&empty, 0, "run < /dev/null");
+    test_expect_exit(&nothing, 0, "run -i ''");
+    cr_expect(test_same_output(&empty, &nothing), "empty stdin and -i '' differ");
+    test_result_free(&empty);
+    test_result_free(&nothing);
 
     // a character outside the vocabulary on a pipe is an error, not text
-    Result bad = run_with(FROM_PIPE, "the Q", 5, ARGS(ckpt, "-n", "5"));
-    expect_exit(&bad, 1, "run < 'the Q'");
+    TestResult bad = run_with(TEST_STDIN_PIPE, "the Q", 5, ARGS(ckpt, "-n", "5"));
+    test_expect_exit(&bad, 1, "run < 'the Q'");
     expect_has(bad.err, "stderr", "'Q' (U+0051)");
     cr_expect_eq(bad.out_len, 0, "text printed for a bad piped prompt");
-    result_free(&bad);
+    test_result_free(&bad);
 }
 
 // Runs ./run with args on a pseudo-terminal as its stdin and stderr, types
@@ -576,12 +437,9 @@ Test(run, piped_prompt_equals_flag) {
 static int run_on_terminal(const char* typed, size_t typed_len, const char* const args[],
                            char** shown, char** out, size_t* out_len) {
     char* argv[MAX_ARGS];
-    int argc = 0;
-    argv[argc++] = RUN_BIN;
-    for (int i = 0; args[i] != NULL; i++) argv[argc++] = (char*)args[i];
-    argv[argc] = NULL;
+    test_argv_list(argv, MAX_ARGS, RUN_BIN, args);
     char out_path[128];
-    snprintf(out_path, sizeof(out_path), "%s/terminal.stdout", g_dir);
+    snprintf(out_path, sizeof(out_path), "%s/terminal.stdout", g_test_dir);
     fflush(NULL);
     int master;
     pid_t pid = forkpty(&master, NULL, NULL, NULL);
@@ -590,7 +448,7 @@ static int run_on_terminal(const char* typed, size_t typed_len, const char* cons
         int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0) _exit(126);
         dup2(fd, 1);
-        alarm(CHILD_TIMEOUT_S);
+        alarm(TEST_CHILD_TIMEOUT_S);
         execv(argv[0], argv);
         _exit(127);
     }
@@ -633,12 +491,12 @@ static int run_on_terminal(const char* typed, size_t typed_len, const char* cons
     int status;
     while (waitpid(pid, &status, 0) < 0) cr_assert_eq(errno, EINTR);
     *shown = buf;
-    *out = read_bytes(out_path, out_len);
+    *out = test_read_file(out_path, out_len);
     return status;
 }
 
 Test(run, interactive_terminal) {
-    const char* ckpt = path_of("model.bin");
+    const char* ckpt = test_path("model.bin");
     Trainer tr;
     make_checkpoint(&tr, ckpt);
     trainer_free(&tr);
@@ -647,12 +505,12 @@ Test(run, interactive_terminal) {
     char* long_prompt = word_text(LONG_LINE);
     for (char* p = long_prompt; *p; p++)
         if (*p == '\n') *p = ' ';
-    Result a = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "12", "-t", "0", "-i",
-                                                    "the cat"));
-    Result b = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "12", "-t", "0", "-i",
-                                                    long_prompt));
-    expect_exit(&a, 0, "run -i 'the cat'");
-    expect_exit(&b, 0, "run -i LONG");
+    TestResult a = run_with(TEST_STDIN_NULL, NULL, 0, ARGS(ckpt, "-n", "12", "-t", "0", "-i",
+                                                           "the cat"));
+    TestResult b = run_with(TEST_STDIN_NULL, NULL, 0, ARGS(ckpt, "-n", "12", "-t", "0", "-i",
+                                                           long_prompt));
+    test_expect_exit(&a, 0, "run -i 'the cat'");
+    test_expect_exit(&b, 0, "run -i LONG");
 
     // typed: a prompt, one with an unknown character, a long one, then Ctrl-D
     size_t cap = LONG_LINE + 64, len = 0;
@@ -688,8 +546,8 @@ Test(run, interactive_terminal) {
     free(out);
     free(typed);
     free(long_prompt);
-    result_free(&a);
-    result_free(&b);
+    test_result_free(&a);
+    test_result_free(&b);
 }
 
 // ----------------------------------------------------------------------------
@@ -698,28 +556,30 @@ Test(run, interactive_terminal) {
 Test(run, noise_samples_the_trained_noise) {
     // the tiny run uses c1,c2,c4, so it has C2 noise to sample with
     Trainer tr;
-    const char* ckpt = path_of("noisy.bin");
+    const char* ckpt = test_path("noisy.bin");
     make_checkpoint(&tr, ckpt);
     trainer_free(&tr);
 
     // the same seed repeats, and the noise changes the text of the clean model
-    Result clean = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "-n", "200", "-s", "3"));
-    Result a = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "--noise", "-n", "200", "-s", "3"));
-    Result b = run_with(FROM_DEVNULL, NULL, 0, ARGS(ckpt, "--noise", "-n", "200", "-s", "3"));
-    expect_exit(&clean, 0, "run");
-    expect_exit(&a, 0, "run --noise");
-    expect_exit(&b, 0, "run --noise again");
-    cr_expect(same_stdout(&a, &b), "run --noise with one seed gave two texts");
-    cr_expect(!same_stdout(&a, &clean), "run --noise gave the clean model's text");
-    result_free(&clean);
-    result_free(&a);
-    result_free(&b);
+    TestResult clean = run_with(TEST_STDIN_NULL, NULL, 0, ARGS(ckpt, "-n", "200", "-s", "3"));
+    TestResult a = run_with(TEST_STDIN_NULL, NULL, 0,
+                            ARGS(ckpt, "--noise", "-n", "200", "-s", "3"));
+    TestResult b = run_with(TEST_STDIN_NULL, NULL, 0,
+                            ARGS(ckpt, "--noise", "-n", "200", "-s", "3"));
+    test_expect_exit(&clean, 0, "run");
+    test_expect_exit(&a, 0, "run --noise");
+    test_expect_exit(&b, 0, "run --noise again");
+    cr_expect(test_same_output(&a, &b), "run --noise with one seed gave two texts");
+    cr_expect(!test_same_output(&a, &clean), "run --noise gave the clean model's text");
+    test_result_free(&clean);
+    test_result_free(&a);
+    test_result_free(&b);
 
     // a model trained without noise sites has no noise to offer
     TrainOptions o;
     char text_path[256], err[512];
-    snprintf(text_path, sizeof(text_path), "%s/train.txt", g_dir);
-    const char* plain = path_of("plain.bin");
+    snprintf(text_path, sizeof(text_path), "%s/train.txt", g_test_dir);
+    const char* plain = test_path("plain.bin");
     tiny_options(&o, text_path, plain);
     o.game_mask = 0;
     o.game = "off";
@@ -727,8 +587,8 @@ Test(run, noise_samples_the_trained_noise) {
     trainer_step(&tr);
     cr_assert_eq(trainer_save(&tr, plain, err, sizeof(err)), 0, "trainer_save: %s", err);
     trainer_free(&tr);
-    Result r = run_with(FROM_DEVNULL, NULL, 0, ARGS(plain, "--noise", "-n", "10"));
-    expect_exit(&r, 1, "run --noise on a model without noise");
+    TestResult r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS(plain, "--noise", "-n", "10"));
+    test_expect_exit(&r, 1, "run --noise on a model without noise");
     expect_has(r.err, "stderr of run --noise", "error: --noise: this model was trained without noise");
-    result_free(&r);
+    test_result_free(&r);
 }

@@ -20,6 +20,8 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
+#include "testutil.h"
+
 #define FREQ_DRAWS 200000
 // One frequency has a standard deviation of at most 0.5 / sqrt(200000) = 0.0011;
 // 0.006 is more than five of them.
@@ -28,17 +30,9 @@
 // ----------------------------------------------------------------------------
 // Helpers
 
-// splitmix64, a small generator for the test's own random logits.
-static uint64_t next_u64(uint64_t* state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-// Uniform in [lo, hi).
-static float next_float(uint64_t* state, float lo, float hi) {
-    return lo + (hi - lo) * (float)((next_u64(state) >> 40) / 16777216.0);
+// Uniform in [lo, hi), from the test's own generator (24 bits).
+static float next_float(TestRng* r, float lo, float hi) {
+    return lo + (hi - lo) * (float)((test_rng_next(r) >> 40) / 16777216.0);
 }
 
 // Reference argmax: the first index holding the largest value.
@@ -48,43 +42,6 @@ static int first_max(const float* x, int n) {
         if (x[i] > x[best]) best = i;
     }
     return best;
-}
-
-// Counts the code points of s[0 .. n-1]; returns -1 unless it is strict UTF-8
-// (no overlong forms, no surrogates, nothing above U+10FFFF).
-static long utf8_count(const unsigned char* s, size_t n) {
-    long count = 0;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char b = s[i];
-        size_t len;
-        uint32_t cp;
-        if (b < 0x80) {
-            len = 1;
-            cp = b;
-        } else if (b >= 0xC2 && b <= 0xDF) {
-            len = 2;
-            cp = b & 0x1F;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            len = 3;
-            cp = b & 0x0F;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            len = 4;
-            cp = b & 0x07;
-        } else {
-            return -1;
-        }
-        if (i + len > n) return -1;
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) return -1;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return -1;
-        if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return -1;
-        i += len;
-        count++;
-    }
-    return count;
 }
 
 // Output of one generate() call, captured in memory.
@@ -186,7 +143,7 @@ Test(sampler, greedy_settings_give_argmax) {
     sampler_init(&top1_cool, V, 0.7f, 1, 1.0f, 3);
     sampler_init(&nucleus, V, 1.0f, 0, 1e-6f, 4);
     sampler_init(&nucleus_cool, V, 0.7f, 0, 1e-6f, 5);
-    uint64_t st = 99;
+    TestRng st = {99};
     float x[V];
     for (int r = 0; r < ROWS; r++) {
         for (int v = 0; v < V; v++) {
@@ -213,7 +170,7 @@ Test(sampler, greedy_settings_give_argmax) {
 Test(sampler, seed_repeats_draws) {
     enum { V = 12, N = 2000 };
     float x[V];
-    uint64_t st = 5;
+    TestRng st = {5};
     for (int v = 0; v < V; v++) x[v] = next_float(&st, -1.0f, 1.0f);
     Sampler a, b, c, d;
     sampler_init(&a, V, 1.0f, 0, 1.0f, 1234);
@@ -405,7 +362,7 @@ Test(sampler, generate_writes_n_utf8_characters) {
         long n = lengths[i];
         GenOut g = run_generate(&m, &tk, 1.0f, 0, 1.0f, 77, prompt, n_prompt, n);
         cr_expect_eq(g.written, n, "generate returned %ld for n = %ld", g.written, n);
-        long chars = utf8_count((unsigned char*)g.data, g.size);
+        long chars = test_utf8_count((unsigned char*)g.data, g.size);
         cr_expect_eq(chars, n, "n = %ld: %ld characters of valid UTF-8 (-1: invalid)", n,
                      chars);
         free(g.data);
@@ -413,7 +370,7 @@ Test(sampler, generate_writes_n_utf8_characters) {
 
     // temperature 4 draws widely, so some raw-byte token is likely; still UTF-8
     GenOut g = run_generate(&m, &tk, 4.0f, 0, 1.0f, 5, prompt, n_prompt, 400);
-    cr_expect_eq(utf8_count((unsigned char*)g.data, g.size), 400);
+    cr_expect_eq(test_utf8_count((unsigned char*)g.data, g.size), 400);
     free(g.data);
     free(prompt);
     tokenizer_free(&tk);
@@ -456,7 +413,7 @@ Test(sampler, generate_long_prompt_keeps_tail) {
     GenOut tail = run_generate(&m, &tk, 0.9f, 0, 1.0f, 3, prompt + n_prompt - CONTEXT,
                                CONTEXT, 40);
     cr_expect_eq(full.written, 40);
-    cr_expect_eq(utf8_count((unsigned char*)full.data, full.size), 40);
+    cr_expect_eq(test_utf8_count((unsigned char*)full.data, full.size), 40);
     cr_expect(full.size == tail.size && memcmp(full.data, tail.data, full.size) == 0,
               "prompt of %ld and its last %d differ:\n%s\n%s", n_prompt, CONTEXT,
               full.data, tail.data);
@@ -585,7 +542,7 @@ Test(sampler, generate_past_context_deterministic) {
     GenOut a = run_generate(&m, &tk, 1.0f, 5, 0.95f, 31, prompt, n_prompt, 3 * CONTEXT);
     GenOut b = run_generate(&m, &tk, 1.0f, 5, 0.95f, 31, prompt, n_prompt, 3 * CONTEXT);
     cr_expect_eq(a.written, 3 * CONTEXT);
-    cr_expect_eq(utf8_count((unsigned char*)a.data, a.size), 3 * CONTEXT);
+    cr_expect_eq(test_utf8_count((unsigned char*)a.data, a.size), 3 * CONTEXT);
     cr_expect(a.size == b.size && memcmp(a.data, b.data, a.size) == 0);
     free(a.data);
     free(b.data);

@@ -7,9 +7,7 @@
 // temporary folder under /tmp, removed afterwards.
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,88 +19,22 @@
 
 #include "weights.h"
 
+#include "testutil.h"
+
 #define BIG_FLOATS (1u << 20) // 4 MiB of float32 in the large section
 
 // ----------------------------------------------------------------------------
 // Temporary folder and file helpers
 
-static char g_dir[64];
+// Per test: a fresh folder (g_test_dir).
+static void make_dir(void) { test_dir_setup("weights"); }
 
-static void remove_dir(void);
-
-static void make_dir(void) {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/game_weights_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir), "mkdtemp failed: %s", strerror(errno));
-    atexit(remove_dir); // also when a test ends by exit(), which skips .fini
-}
-
-static int chmod_dirs(const char* p, const struct stat* st, int type, struct FTW* ftw) {
-    (void)st;
-    (void)ftw;
-    if (type == FTW_D || type == FTW_DNR) {
-        chmod(p, 0700);
-    }
-    return 0;
-}
-
-static int remove_entry(const char* p, const struct stat* st, int type, struct FTW* ftw) {
-    (void)st;
-    (void)type;
-    (void)ftw;
-    remove(p);
-    return 0;
-}
-
-static void remove_dir(void) {
-    if (g_dir[0] != '\0') {
-        nftw(g_dir, chmod_dirs, 16, FTW_PHYS);
-        nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-        g_dir[0] = '\0';
-    }
-}
-
-TestSuite(weights, .init = make_dir, .fini = remove_dir);
+TestSuite(weights, .init = make_dir, .fini = test_dir_teardown);
 
 // A path inside the test's folder, into out (256 bytes).
 static char* in_dir(char* out, const char* name) {
-    snprintf(out, 256, "%s/%s", g_dir, name);
+    snprintf(out, 256, "%s/%s", g_test_dir, name);
     return out;
-}
-
-static unsigned char* read_all(const char* path, size_t* n) {
-    FILE* f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char* buf = malloc(len > 0 ? (size_t)len : 1);
-    cr_assert_not_null(buf);
-    cr_assert_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
-
-static void write_all(const char* path, const void* buf, size_t n) {
-    FILE* f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot create %s: %s", path, strerror(errno));
-    cr_assert_eq(fwrite(buf, 1, n, f), n);
-    cr_assert_eq(fclose(f), 0);
-}
-
-// Number of entries in folder dir whose name contains ".tmp.".
-static int count_temp_files(const char* dir) {
-    DIR* d = opendir(dir);
-    cr_assert_not_null(d, "cannot list %s", dir);
-    int count = 0;
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        if (strstr(e->d_name, ".tmp.") != NULL) {
-            count++;
-        }
-    }
-    closedir(d);
-    return count;
 }
 
 // Recomputes the table and header checksums of a file image after a test edits
@@ -212,7 +144,8 @@ Test(weights, round_trip_is_bit_identical) {
     char path[256], err[512];
     in_dir(path, "model.bin");
     cr_assert_eq(ckpt_save(&c, path, err, sizeof(err)), 0, "save failed: %s", err);
-    cr_assert_eq(count_temp_files(g_dir), 0, "a temporary file was left behind");
+    cr_assert_eq(test_count_temp_files(g_test_dir, NULL, 0), 0,
+                 "a temporary file was left behind");
 
     // the config and the section list come back as they were
     Checkpoint l;
@@ -281,9 +214,9 @@ Test(weights, saves_are_deterministic) {
     ckpt_free_loaded(&l);
 
     size_t na, nb, nr;
-    unsigned char* fa = read_all(a, &na);
-    unsigned char* fb = read_all(b, &nb);
-    unsigned char* fr = read_all(r, &nr);
+    unsigned char* fa = test_read_file(a, &na);
+    unsigned char* fb = test_read_file(b, &nb);
+    unsigned char* fr = test_read_file(r, &nr);
     cr_assert_eq(na, nb);
     cr_assert_eq(na, nr);
     cr_assert_eq(memcmp(fa, fb, na), 0, "two saves of one checkpoint differ");
@@ -298,7 +231,7 @@ Test(weights, file_layout_matches_the_documented_table) {
     char path[256];
     save_small(in_dir(path, "small.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
 
     // header fields at their documented offsets
     cr_assert_eq(memcmp(f, "GAMECKPT", 8), 0);
@@ -373,8 +306,8 @@ Test(weights, truncated_by_one_byte) {
     char path[256], err[512];
     save_small(in_dir(path, "t.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
-    write_all(path, f, n - 1);
+    unsigned char* f = test_read_file(path, &n);
+    test_write_file(path, f, n - 1);
     Checkpoint l;
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
@@ -387,11 +320,11 @@ Test(weights, padded_by_one_byte) {
     char path[256], err[512];
     save_small(in_dir(path, "p.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
     unsigned char* g = calloc(n + 1, 1);
     cr_assert_not_null(g);
     memcpy(g, f, n);
-    write_all(path, g, n + 1);
+    test_write_file(path, g, n + 1);
     Checkpoint l;
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
@@ -405,9 +338,9 @@ Test(weights, flipped_bit_in_header) {
     char path[256], err[512];
     save_small(in_dir(path, "h.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
     f[CKPT_OFF_HEADS] ^= 0x04; // heads 1 -> 5
-    write_all(path, f, n);
+    test_write_file(path, f, n);
     Checkpoint l;
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
@@ -423,12 +356,12 @@ Test(weights, flipped_bit_in_payload) {
     char path[256], err[512];
     cr_assert_eq(ckpt_save(&c, in_dir(path, "x.bin"), err, sizeof(err)), 0, "%s", err);
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
 
     // one bit in the middle of PARM, found through the table (entry 1)
     uint64_t off = ckpt_get_u64(f + 64 + 24 + CKPT_ENT_OFFSET);
     f[off + 2 * (uint64_t)BIG_FLOATS] ^= 0x10;
-    write_all(path, f, n);
+    test_write_file(path, f, n);
     Checkpoint l;
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
@@ -441,10 +374,10 @@ Test(weights, newer_version_asks_for_an_upgrade) {
     char path[256], err[512];
     save_small(in_dir(path, "v.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
     ckpt_put_u32(f + CKPT_OFF_VERSION, CKPT_VERSION + 1);
     fix_crcs(f);
-    write_all(path, f, n);
+    test_write_file(path, f, n);
     Checkpoint l;
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
@@ -457,16 +390,16 @@ Test(weights, wrong_magic) {
     char path[256], err[512];
     save_small(in_dir(path, "m.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
     memcpy(f, "GPT2CKPT", 8);
-    write_all(path, f, n);
+    test_write_file(path, f, n);
     Checkpoint l;
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
     assert_err_has(err, "not a game checkpoint");
 
     // a short text file is not a checkpoint either, not a truncated one
-    write_all(path, "hello\n", 6);
+    test_write_file(path, "hello\n", 6);
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, "not a game checkpoint");
     free(f);
@@ -474,7 +407,7 @@ Test(weights, wrong_magic) {
 
 Test(weights, empty_and_missing_files) {
     char path[256], err[512];
-    write_all(in_dir(path, "empty.bin"), "", 0);
+    test_write_file(in_dir(path, "empty.bin"), "", 0);
     Checkpoint l;
     cr_assert_eq(ckpt_load(&l, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
@@ -487,13 +420,13 @@ Test(weights, empty_and_missing_files) {
     assert_err_has(err, strerror(ENOENT));
 
     // a directory is not a checkpoint
-    cr_assert_eq(ckpt_load(&l, g_dir, err, sizeof(err)), -1);
+    cr_assert_eq(ckpt_load(&l, g_test_dir, err, sizeof(err)), -1);
     assert_err_has(err, "is a directory");
 
     // a header cut short
     save_small(in_dir(path, "short.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
     assert_err_has(load_fails(f, 40), "truncated");
     free(f);
 }
@@ -541,7 +474,7 @@ Test(weights, inconsistent_table_and_duplicates) {
     char path[256];
     save_small(in_dir(path, "d.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
     unsigned char* g = malloc(n);
     cr_assert_not_null(g);
 
@@ -592,7 +525,7 @@ Test(weights, every_truncation_and_bit_flip_is_rejected) {
     char path[256];
     save_small(in_dir(path, "all.bin"));
     size_t n;
-    unsigned char* f = read_all(path, &n);
+    unsigned char* f = test_read_file(path, &n);
     cr_assert_eq(n, 136u);
     unsigned char g[136 + 16];
 
@@ -627,12 +560,12 @@ Test(weights, every_truncation_and_bit_flip_is_rejected) {
 // Saves the small checkpoint at path and returns its bytes, to compare later.
 static unsigned char* existing_checkpoint(const char* path, size_t* n) {
     save_small(path);
-    return read_all(path, n);
+    return test_read_file(path, n);
 }
 
 static void assert_unchanged(const char* path, const unsigned char* old, size_t n) {
     size_t m;
-    unsigned char* now = read_all(path, &m);
+    unsigned char* now = test_read_file(path, &m);
     cr_assert_eq(m, n, "the existing checkpoint changed size");
     cr_assert_eq(memcmp(now, old, n), 0, "the existing checkpoint changed");
     free(now);
@@ -648,7 +581,7 @@ Test(weights, save_into_missing_folder_fails) {
     cr_assert_eq(ckpt_save(&c, path, err, sizeof(err)), -1);
     assert_err_has(err, path);
     assert_err_has(err, strerror(ENOENT));
-    cr_assert_eq(count_temp_files(g_dir), 0);
+    cr_assert_eq(test_count_temp_files(g_test_dir, NULL, 0), 0);
     free(s.params);
 }
 
@@ -673,7 +606,7 @@ Test(weights, save_into_read_only_folder_fails) {
         assert_err_has(err, path);
         assert_err_has(err, strerror(EACCES));
         assert_unchanged(path, old, n);
-        cr_assert_eq(count_temp_files(dir), 0);
+        cr_assert_eq(test_count_temp_files(dir, NULL, 0), 0);
     } else {
         // root ignores permissions: a "folder" that is a regular file fails instead
         char bad[300];
@@ -682,7 +615,7 @@ Test(weights, save_into_read_only_folder_fails) {
         assert_err_has(err, bad);
         assert_err_has(err, strerror(ENOTDIR));
         assert_unchanged(path, old, n);
-        cr_assert_eq(count_temp_files(dir), 0);
+        cr_assert_eq(test_count_temp_files(dir, NULL, 0), 0);
     }
     free(old);
     free(s.params);
@@ -700,7 +633,7 @@ Test(weights, save_over_a_directory_fails) {
     struct stat st;
     cr_assert_eq(stat(dir, &st), 0);
     cr_assert(S_ISDIR(st.st_mode));
-    cr_assert_eq(count_temp_files(g_dir), 0);
+    cr_assert_eq(test_count_temp_files(g_test_dir, NULL, 0), 0);
 }
 
 Test(weights, failed_write_keeps_the_old_checkpoint) {
@@ -726,7 +659,8 @@ Test(weights, failed_write_keeps_the_old_checkpoint) {
     assert_err_has(err, path);
     assert_err_has(err, strerror(EFBIG));
     assert_unchanged(path, old, n);
-    cr_assert_eq(count_temp_files(g_dir), 0, "the temporary file was not removed");
+    cr_assert_eq(test_count_temp_files(g_test_dir, NULL, 0), 0,
+                 "the temporary file was not removed");
     free(old);
     free(s.params);
 }
