@@ -90,6 +90,22 @@ static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a
 // ----------------------------------------------------------------------------
 // A linear layer: forward and backward
 
+// dst (cols, rows) = src (rows, cols)^T, in blocks of 16 x 16 so that both
+// sides stay within a few cache lines at a time.
+static void transpose_blocked(float* dst, const float* src, int rows, int cols) {
+    int blocks = (cols + 15) / 16;
+    #pragma omp parallel for
+    for (int bc = 0; bc < blocks; bc++) {
+        int c0 = bc * 16, c1 = c0 + 16 < cols ? c0 + 16 : cols;
+        for (int r0 = 0; r0 < rows; r0 += 16) {
+            int r1 = r0 + 16 < rows ? r0 + 16 : rows;
+            for (int c = c0; c < c1; c++)
+                for (int r = r0; r < r1; r++)
+                    dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+        }
+    }
+}
+
 void matmul_forward_t(float* out, const float* inp, const float* wt, const float* bias,
                       int N, int IC, int OC) {
     // out starts as the bias (or zero), then out += inp @ wt
@@ -106,19 +122,30 @@ void matmul_forward(float* out, const float* inp, const float* w, const float* b
                     int N, int IC, int OC) {
     // w (OC, IC) transposed to wt (IC, OC), so that a row of B is contiguous; in
     // blocks of 16 x 16 so that both sides stay in cache lines
-    float* wt = xmalloc((size_t)IC * OC * sizeof(float), "matmul scratch");
-    int blocks_o = (OC + 15) / 16;
-    #pragma omp parallel for
-    for (int bo = 0; bo < blocks_o; bo++) {
-        int o0 = bo * 16, o1 = o0 + 16 < OC ? o0 + 16 : OC;
-        for (int i0 = 0; i0 < IC; i0 += 16) {
-            int i1 = i0 + 16 < IC ? i0 + 16 : IC;
-            for (int o = o0; o < o1; o++)
-                for (int i = i0; i < i1; i++) wt[(size_t)i * OC + o] = w[(size_t)o * IC + i];
-        }
+    if (OC % TILE_N == 0 || OC < TILE_N) {
+        float* wt = xmalloc((size_t)IC * OC * sizeof(float), "matmul scratch");
+        transpose_blocked(wt, w, OC, IC);
+        matmul_forward_t(out, inp, wt, bias, N, IC, OC);
+        free(wt);
+        return;
     }
-    matmul_forward_t(out, inp, wt, bias, N, IC, OC);
+
+    // an output width that is not a multiple of the tile (the head's V): pad the
+    // weight with zero columns to whole tiles, so that no column is left to the
+    // slow edge tiles, and copy the real columns out
+    int OCp = (OC + TILE_N - 1) / TILE_N * TILE_N;
+    float* wt = xcalloc((size_t)IC * OCp, sizeof(float), "matmul scratch");
+    float* wide = xmalloc((size_t)N * OCp * sizeof(float), "matmul scratch");
+    #pragma omp parallel for
+    for (int i = 0; i < IC; i++)
+        for (int o = 0; o < OC; o++) wt[(size_t)i * OCp + o] = w[(size_t)o * IC + i];
+    matmul_forward_t(wide, inp, wt, NULL, N, IC, OCp);
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++)
+            out[(size_t)n * OC + o] = (bias ? bias[o] : 0.0f) + wide[(size_t)n * OCp + o];
     free(wt);
+    free(wide);
 }
 
 void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout,
