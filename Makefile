@@ -30,7 +30,7 @@ LIB_OBJ := $(LIB_SRC:.c=.o)
 HEADERS := $(wildcard *.h)
 TEST_SRC := $(wildcard tests/*.c)
 
-.PHONY: all test demo debug clean deps xor bench bench-deps test-asan test-valgrind \
+.PHONY: all test test-fast demo debug clean deps xor bench bench-deps test-asan test-valgrind \
         valgrind-deps fuzz-deps
 
 all: deps train run
@@ -75,7 +75,11 @@ tests/test_all: $(TEST_SRC) $(LIB_OBJ) train_lib.o run_lib.o $(HEADERS) tests/te
 	$(CC) $(CFLAGS) -I. $(TEST_SRC) $(LIB_OBJ) train_lib.o run_lib.o -o $@ \
 	  $(LDFLAGS) -lcriterion $(LDLIBS)
 
-test: deps train run tests/test_all
+# The suite on the normal build, then again with AddressSanitizer and UBSan.
+test: test-fast test-asan
+
+# The suite on the normal build alone.
+test-fast: deps train run tests/test_all
 	./tests/test_all --jobs 1
 
 # The default recipe on the bundled text, then a sample of the best model.
