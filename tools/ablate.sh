@@ -9,7 +9,8 @@
 #   -n  seeds per cell, 1..N (default 2)
 #   -l  initial learning rates (default "1e-4 3e-4 1e-3 3e-3 1e-2"); the final
 #       rate of the cosine is a tenth of each
-#   -a  arms, as --game modes (default: the spec's arms, below)
+#   -a  arms, as --game modes (default: off; C1; then C2, C4, C3 and C5 added
+#       one at a time; and full without each of C1 to C4)
 #   -o  folder for the runs' logs and checkpoints (default ablate-out)
 #   -j  runs at a time, each on one thread (default 1, with all threads); the
 #       losses do not depend on it, since results are the same for any thread
@@ -33,7 +34,7 @@ while getopts s:n:l:a:o:j: flag; do
     a) arms=$OPTARG ;;
     o) out=$OPTARG ;;
     j) jobs=$OPTARG ;;
-    *) sed -n '4,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '4,18p' "$0" >&2; exit 2 ;;
     esac
 done
 cd "$(dirname "$0")/.."
