@@ -139,27 +139,27 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
         switch (c) {
         case 'n':
             rc = parse_number("-n", optarg, 0, 1e12, 1, &v, err, errlen);
-            o->tokens = (long)v;
+            if (rc == 0) o->tokens = (long)v;
             break;
         case 't':
             rc = parse_number("-t", optarg, 0, 1e6, 0, &v, err, errlen);
-            o->temperature = (float)v;
+            if (rc == 0) o->temperature = (float)v;
             break;
         case 'k':
             rc = parse_number("-k", optarg, 0, 1 << 21, 1, &v, err, errlen);
-            o->top_k = (int)v;
+            if (rc == 0) o->top_k = (int)v;
             break;
         case 'p':
             rc = parse_number("-p", optarg, 1e-30, 1, 0, &v, err, errlen);
-            o->top_p = (float)v;
+            if (rc == 0) o->top_p = (float)v;
             break;
         case 's':
             rc = parse_number("-s", optarg, 0, 9e15, 1, &v, err, errlen);
-            o->seed = (uint64_t)v;
+            if (rc == 0) o->seed = (uint64_t)v;
             break;
         case 'T':
             rc = parse_number("--threads", optarg, 1, 1024, 1, &v, err, errlen);
-            o->threads = (int)v;
+            if (rc == 0) o->threads = (int)v;
             break;
         case 'i': o->prompt = optarg; break;
         case 'f': o->prompt_file = optarg; break;
