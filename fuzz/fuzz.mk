@@ -15,6 +15,9 @@
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
+# libFuzzer's seed: 0 picks a new one each run; CI fixes it (FUZZ_SEED=1) so that
+# its bounded runs follow the same mutations every time
+FUZZ_SEED    ?= 0
 FUZZ_NAMES   := checkpoint tokenizer flags
 FUZZ_OBJDIR  := fuzz/obj
 FUZZ_WORK    := fuzz/work
@@ -106,7 +109,8 @@ fuzz: fuzz-build
 	for h in $(FUZZ_NAMES); do \
 	  work=$(FUZZ_WORK)/$$h; mkdir -p $$work/corpus; \
 	  dict=""; [ -f fuzz/$$h.dict ] && dict="-dict=fuzz/$$h.dict"; \
-	  ./fuzz/$${h}_fuzz $(FUZZ_RUNFLAGS) -max_total_time=$(FUZZ_SECONDS) $$dict \
+	  ./fuzz/$${h}_fuzz $(FUZZ_RUNFLAGS) -seed=$(FUZZ_SEED) -max_total_time=$(FUZZ_SECONDS) \
+	    $$dict \
 	    -artifact_prefix=$$work/ $$work/corpus fuzz/corpus/$$h > $$work/log 2>&1; \
 	  rc=$$?; \
 	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$work/log | tail -1); \
