@@ -202,6 +202,13 @@ void model_init_weights(Model* m, uint64_t seed) {
     for (size_t j = 0; j < m->param_sizes[P_NOISE_HEAD]; j++) t[P_NOISE_HEAD][j] = s_head;
 }
 
+double model_mean_sigma(const Model* m, int tensor) {
+    size_t n = m->param_sizes[tensor];
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += exp((double)m->params.t[tensor][i]);
+    return n ? sum / n : 0.0;
+}
+
 void model_prepare(Model* m, int B, int T) {
     if (m->acts_memory && B == m->B && T == m->T) return;
     size_t V = m->config.vocab_size, C = m->config.channels, L = m->config.layers;
@@ -410,27 +417,33 @@ float noise_row(int n, int dither, int B, int T, int C, size_t* base) {
     return 1.0f;
 }
 
+// Row n of a residual add: out = resid + h, or with C2 noise (noise_scale
+// pointing at eta sigma) out = resid + h * (1 + eta sigma eps).
+static inline void residual_row(float* out, const float* resid, const float* h,
+                                const float* noise_scale, uint64_t key, int dither,
+                                int B, int T, int C, int n) {
+    size_t base, row = (size_t)n * C;
+    float* o = out + row;
+    if (!noise_scale) {
+        #pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = resid[row + c] + h[row + c];
+        return;
+    }
+    float sc = noise_row(n, dither, B, T, C, &base) * *noise_scale;
+    #pragma omp simd
+    for (int c = 0; c < C; c++)
+        o[c] = resid[row + c] + h[row + c] * (1.0f + sc * rng_normal(key, base + c));
+}
+
 // out (B, T, C) = resid + h, or resid + h * (1 + eta sigma eps) with C2 noise
 // (noise_scale points at eta sigma).
 void residual_forward(float* out, const float* resid, const float* h, size_t N,
                       const float* noise_scale, uint64_t key, int dither,
                       int B, int T, int C) {
-    if (!noise_scale) {
-        #pragma omp parallel for simd
-        for (size_t i = 0; i < N; i++) out[i] = resid[i] + h[i];
-        return;
-    }
-    float scale = *noise_scale;
+    (void)N; // always B T C
     #pragma omp parallel for
-    for (int n = 0; n < B * T; n++) {
-        size_t base, row = (size_t)n * C;
-        float sc = noise_row(n, dither, B, T, C, &base) * scale;
-        #pragma omp simd
-        for (int c = 0; c < C; c++) {
-            float mult = 1.0f + sc * rng_normal(key, base + c);
-            out[row + c] = resid[row + c] + h[row + c] * mult;
-        }
-    }
+    for (int n = 0; n < B * T; n++)
+        residual_row(out, resid, h, noise_scale, key, dither, B, T, C, n);
 }
 
 // The residual add and the layernorm that always follows it, fused so that each
@@ -441,21 +454,11 @@ void residual_layernorm_forward(float* out, float* ln, float* mean, float* rstd,
                                 const float* resid, const float* h,
                                 const float* noise_scale, uint64_t key, int dither,
                                 const float* w, const float* bias, int B, int T, int C) {
-    float scale = noise_scale ? *noise_scale : 0.0f;
     #pragma omp parallel for
     for (int n = 0; n < B * T; n++) {
-        size_t base, row = (size_t)n * C;
-        float* o = out + row;
-        if (noise_scale) {
-            float sc = noise_row(n, dither, B, T, C, &base) * scale;
-            #pragma omp simd
-            for (int c = 0; c < C; c++)
-                o[c] = resid[row + c] + h[row + c] * (1.0f + sc * rng_normal(key, base + c));
-        } else {
-            #pragma omp simd
-            for (int c = 0; c < C; c++) o[c] = resid[row + c] + h[row + c];
-        }
-        layernorm_row(ln + row, &mean[n], &rstd[n], o, w, bias, C);
+        residual_row(out, resid, h, noise_scale, key, dither, B, T, C, n);
+        size_t row = (size_t)n * C;
+        layernorm_row(ln + row, &mean[n], &rstd[n], out + row, w, bias, C);
     }
 }
 
@@ -686,12 +689,6 @@ void block_views(BlockViews* w, const Model* m, int l) {
 // ----------------------------------------------------------------------------
 // Single-token decoding with a key/value cache
 
-// dst (cols, rows) = src (rows, cols)^T
-static void transpose(float* dst, const float* src, int rows, int cols) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
-}
-
 // Floats of one layer's transposed matrices: 3CC + CC + 4CC + 4CC.
 static size_t layer_wt_size(int C) { return 12 * (size_t)C * C; }
 
@@ -716,12 +713,12 @@ void kvcache_init(KVCache* kv, const Model* m) {
         BlockViews w;
         block_views(&w, m, (int)l);
         float* dst = kv->wt + l * layer_wt_size(C);
-        transpose(dst, w.qkvw, 3 * C, C);
-        transpose(dst + 3 * C * C, w.attprojw, C, C);
-        transpose(dst + 4 * C * C, w.fcw, 4 * C, C);
-        transpose(dst + 8 * C * C, w.fcprojw, C, 4 * C);
+        transpose_matrix(dst, 3 * C, w.qkvw, 3 * C, C);
+        transpose_matrix(dst + 3 * C * C, C, w.attprojw, C, C);
+        transpose_matrix(dst + 4 * C * C, 4 * C, w.fcw, 4 * C, C);
+        transpose_matrix(dst + 8 * C * C, C, w.fcprojw, C, 4 * C);
     }
-    transpose(kv->wt + L * layer_wt_size(C), m->params.t[P_WTE], V, C);
+    transpose_matrix(kv->wt + L * layer_wt_size(C), V, m->params.t[P_WTE], V, C);
 }
 
 void kvcache_free(KVCache* kv) {

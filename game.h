@@ -200,6 +200,9 @@ void model_init(Model* m, const GameConfig* cfg);
 // noise scales at their documented starting values.
 void model_init_weights(Model* m, uint64_t seed);
 
+// Mean sigma = exp(s) over the noise-scale logs s of tensor (one of P_NOISE_*).
+double model_mean_sigma(const Model* m, int tensor);
+
 // Sizes the activation buffers for batches of B sequences of T tokens.
 void model_prepare(Model* m, int B, int T);
 

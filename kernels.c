@@ -90,9 +90,8 @@ static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a
 // ----------------------------------------------------------------------------
 // A linear layer: forward and backward
 
-// dst (cols, rows) = src (rows, cols)^T, in blocks of 16 x 16 so that both
-// sides stay within a few cache lines at a time.
-static void transpose_blocked(float* dst, const float* src, int rows, int cols) {
+void transpose_matrix(float* dst, size_t ld, const float* src, int rows, int cols) {
+    // in blocks of 16 x 16, so that both sides stay within a few cache lines
     int blocks = (cols + 15) / 16;
     #pragma omp parallel for
     for (int bc = 0; bc < blocks; bc++) {
@@ -101,7 +100,7 @@ static void transpose_blocked(float* dst, const float* src, int rows, int cols) 
             int r1 = r0 + 16 < rows ? r0 + 16 : rows;
             for (int c = c0; c < c1; c++)
                 for (int r = r0; r < r1; r++)
-                    dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+                    dst[(size_t)c * ld + r] = src[(size_t)r * cols + c];
         }
     }
 }
@@ -120,25 +119,19 @@ void matmul_forward_t(float* out, const float* inp, const float* wt, const float
 
 void matmul_forward(float* out, const float* inp, const float* w, const float* bias,
                     int N, int IC, int OC) {
-    // w (OC, IC) transposed to wt (IC, OC), so that a row of B is contiguous; in
-    // blocks of 16 x 16 so that both sides stay in cache lines
-    if (OC % TILE_N == 0 || OC < TILE_N) {
-        float* wt = xmalloc((size_t)IC * OC * sizeof(float), "matmul scratch");
-        transpose_blocked(wt, w, OC, IC);
+    // w (OC, IC) transposed to wt (IC, OCp), so that a row of B is contiguous.
+    // An output width that is not a multiple of the tile (the head's V) is padded
+    // with zero columns to whole tiles, so that no column is left to the slow
+    // edge tiles; the real columns are then copied out.
+    int OCp = (OC % TILE_N == 0 || OC < TILE_N) ? OC : (OC + TILE_N - 1) / TILE_N * TILE_N;
+    float* wt = xcalloc((size_t)IC * OCp, sizeof(float), "matmul scratch");
+    transpose_matrix(wt, OCp, w, OC, IC);
+    if (OCp == OC) {
         matmul_forward_t(out, inp, wt, bias, N, IC, OC);
         free(wt);
         return;
     }
-
-    // an output width that is not a multiple of the tile (the head's V): pad the
-    // weight with zero columns to whole tiles, so that no column is left to the
-    // slow edge tiles, and copy the real columns out
-    int OCp = (OC + TILE_N - 1) / TILE_N * TILE_N;
-    float* wt = xcalloc((size_t)IC * OCp, sizeof(float), "matmul scratch");
     float* wide = xmalloc((size_t)N * OCp * sizeof(float), "matmul scratch");
-    #pragma omp parallel for
-    for (int i = 0; i < IC; i++)
-        for (int o = 0; o < OC; o++) wt[(size_t)i * OCp + o] = w[(size_t)o * IC + i];
     matmul_forward_t(wide, inp, wt, NULL, N, IC, OCp);
     #pragma omp parallel for
     for (int n = 0; n < N; n++)

@@ -18,8 +18,9 @@
 // Taylor polynomial is accurate to about 1e-8 relative; 2^n is built in the
 // exponent bits. Inputs are clamped to [-87, 88], where 2^n stays a normal
 // float, so exp of a very negative number is about 1e-38 rather than 0; a NaN
-// stays NaN (without ever reaching the integer conversion). (fminf, fmaxf and floorf would block vectorisation: plain
-// comparisons and the round-to-nearest trick of adding 1.5 * 2^23 do not.)
+// stays NaN (without ever reaching the integer conversion). (fminf, fmaxf and
+// floorf would block vectorisation: plain comparisons and the round-to-nearest
+// trick of adding 1.5 * 2^23 do not.)
 static inline float fast_expf(float x) {
     float in = x;
     x = x != x ? 0.0f : x; // a NaN goes through as 0, and is given back at the end
@@ -57,6 +58,9 @@ void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
 // The tile height of gemm_serial: the causal attention computes the scores in
 // row blocks of this many queries, each against the keys up to the block's end.
 #define GEMM_TILE_M 8
+
+// dst (cols, rows) = src (rows, cols)^T, with rows of dst ld >= rows apart.
+void transpose_matrix(float* dst, size_t ld, const float* src, int rows, int cols);
 
 // out (N, OC) = inp (N, IC) @ w^T + bias; bias may be NULL.
 void matmul_forward(float* out, const float* inp, const float* w, const float* bias,

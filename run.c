@@ -517,14 +517,6 @@ damaged:
     return -1;
 }
 
-// Mean of exp(s) over a tensor of noise-scale logs.
-static double mean_sigma(const Model* m, int tensor) {
-    size_t n = m->param_sizes[tensor];
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) sum += exp((double)m->params.t[tensor][i]);
-    return n ? sum / n : 0.0;
-}
-
 static void print_training(FILE* out, const TranInfo* t) {
     char mode[64];
     ame_mode_string(t->game_mask, mode, sizeof(mode));
@@ -656,9 +648,9 @@ int run_info(const char* path, FILE* out, char* err, size_t errlen) {
     else fprintf(out, "GAME state: none\n");
     fprintf(out, "noise scales (mean sigma = exp(s)):\n");
     fprintf(out, "  C2: attention output %.4g, MLP output %.4g\n",
-            mean_sigma(&m, P_NOISE_ATT), mean_sigma(&m, P_NOISE_MLP));
+            model_mean_sigma(&m, P_NOISE_ATT), model_mean_sigma(&m, P_NOISE_MLP));
     fprintf(out, "  C5: attention logits %.4g, LM head %.4g\n",
-            mean_sigma(&m, P_NOISE_LOGIT), mean_sigma(&m, P_NOISE_HEAD));
+            model_mean_sigma(&m, P_NOISE_LOGIT), model_mean_sigma(&m, P_NOISE_HEAD));
 
     if (have_tran) tran_info_free(&tran);
     free(game);

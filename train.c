@@ -630,7 +630,6 @@ void batch_fill(int* inputs, int* targets, const Split* s, int B, int T, uint64_
 // ----------------------------------------------------------------------------
 // Options of the train program
 
-
 void train_options_default(TrainOptions* o) {
     memset(o, 0, sizeof(*o));
     o->input = "data/tinyshakespeare.txt";
@@ -746,12 +745,6 @@ static void apply_noise_shifts(Trainer* tr, const float* shift) {
     }
 }
 
-// Mean sigma over a tensor of noise-scale logs.
-static float mean_sigma(const Model* m, int tensor) {
-    double s = 0.0;
-    for (size_t i = 0; i < m->param_sizes[tensor]; i++) s += expf(m->params.t[tensor][i]);
-    return (float)(s / m->param_sizes[tensor]);
-}
 
 void trainer_csv_header(Trainer* tr) {
     const GameConfig* c = &tr->model.config;
@@ -776,16 +769,17 @@ static void trainer_csv_row(Trainer* tr, float loss, float norm) {
     fprintf(tr->csv, "%ld,%.6f,%.6f,%.4f", tr->step + 1, loss, norm, ame_eta(&tr->ame));
     for (int g = 0; g < G; g++) fprintf(tr->csv, ",%.6g", tr->lr[g]);
     for (int g = 0; g < G; g++) fprintf(tr->csv, ",%.4f", tr->beta1[g]);
-    fprintf(tr->csv, ",%.5f,%.5f,%.5f,%.6f", mean_sigma(m, P_NOISE_ATT),
-            mean_sigma(m, P_NOISE_MLP), mean_sigma(m, P_NOISE_LOGIT),
-            mean_sigma(m, P_NOISE_HEAD));
+    fprintf(tr->csv, ",%.5f,%.5f,%.5f,%.6f", model_mean_sigma(m, P_NOISE_ATT),
+            model_mean_sigma(m, P_NOISE_MLP), model_mean_sigma(m, P_NOISE_LOGIT),
+            model_mean_sigma(m, P_NOISE_HEAD));
     fprintf(tr->csv, ",%.5f,%.5f,%ld,%ld\n", tr->ame.plateau, tr->ame.prop.prob,
             tr->ame.jumps_proposed, tr->ame.jumps_accepted);
 }
 
 float trainer_mean_sigma(const Trainer* tr) {
     const Model* m = &tr->model;
-    return 0.5f * (mean_sigma(m, P_NOISE_ATT) + mean_sigma(m, P_NOISE_MLP));
+    return (float)(0.5 * (model_mean_sigma(m, P_NOISE_ATT) +
+                          model_mean_sigma(m, P_NOISE_MLP)));
 }
 
 // Adds this step to the plot's history, thinning it by half when it is full.
@@ -1428,7 +1422,8 @@ void train_usage(FILE* f) {
         "  train --resume notes.bin.last --steps 5000\n",
         d.input, d.output, d.save_every, d.val_fraction, d.layers, d.heads, d.channels,
         d.context, d.batch, d.steps, d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip,
-        d.beta1, d.beta2, (unsigned long long)d.seed, d.game, d.eval_every, d.eval_batches, d.log_every);
+        d.beta1, d.beta2, (unsigned long long)d.seed, d.game, d.eval_every, d.eval_batches,
+        d.log_every);
     fprintf(f, "\nGAME constants for --game-set:");
     for (int i = 0; i < NUM_AME_FIELDS; i++)
         fprintf(f, "%s%s", i % 8 ? ", " : "\n  ", AME_FIELDS[i].name);

@@ -589,6 +589,7 @@ Test(run, noise_samples_the_trained_noise) {
     trainer_free(&tr);
     TestResult r = run_with(TEST_STDIN_NULL, NULL, 0, ARGS(plain, "--noise", "-n", "10"));
     test_expect_exit(&r, 1, "run --noise on a model without noise");
-    expect_has(r.err, "stderr of run --noise", "error: --noise: this model was trained without noise");
+    expect_has(r.err, "stderr of run --noise",
+               "error: --noise: this model was trained without noise");
     test_result_free(&r);
 }
