@@ -345,9 +345,11 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
                     for (int i = 0; i < hs; i++) kt[(size_t)i * T + t] = k[t * C3 + i];
 
                 // S = Q K^T, block by block of queries, over the keys they see
+                // (rounded up to whole tiles where T allows: the softmax below
+                // masks the extra keys)
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    int keys = t0 + rows;
+                    int keys = gemm_round_cols(t0 + rows, T);
                     for (int r = 0; r < rows; r++)
                         memset(P + (size_t)(t0 + r) * T, 0, keys * sizeof(float));
                     gemm_serial(P + (size_t)t0 * T, T, q + t0 * C3, C3, 1, kt, T, rows,
@@ -395,7 +397,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
 // GELU, tanh form (as GPT-2): out = 0.5 x (1 + tanh(k (x + 0.044715 x^3))),
 // k = sqrt(2 / pi). x and out are (N).
 void gelu_forward(float* out, const float* x, size_t N) {
-    #pragma omp parallel for simd if (N > 16384)
+    #pragma omp parallel for simd if (parallel : N > 16384)
     for (size_t i = 0; i < N; i++) {
         float xi = x[i];
         float u = GELU_K * (xi + GELU_C * xi * xi * xi);

@@ -1,15 +1,19 @@
 // kernels.c: matrix products for the forward and backward passes.
 //
 // All three products of a linear layer (the forward, and the two gradients)
-// are the same operation, C (M, N) += A (M, K) @ B (K, N), with B row-major and
-// A read through two strides, so that A can be a matrix or a transposed one
-// without copying. That operation is computed in register tiles of 8 x 32: the
-// tile of C stays in sixteen 512-bit registers (or thirty-two 256-bit ones)
-// while k runs, each step broadcasting 8 numbers of A against 32 of B. Plain C
-// loops of fixed length, which the compiler turns into vector instructions.
+// are the same operation, C (M, N) += A (M, K) @ B (K, N), with A and B each
+// read through two strides, so that either can be a matrix or a transposed one
+// without copying it first. That operation is computed in register tiles of
+// 8 x 32: the tile of C stays in sixteen 512-bit registers (or thirty-two
+// 256-bit ones) while k runs, each step broadcasting 8 numbers of A against 32
+// of B. Plain C loops of fixed length, which the compiler turns into vector
+// instructions.
 //
-// Threads split the tiles of C between them; each tile is summed over k by
-// one thread in increasing k, so the bits do not depend on the thread count.
+// The parallel product (gemm_acc) first packs B into panels of 32 columns, each
+// one contiguous, so that a tile reads B as a single sequential stream, and
+// runs k in blocks whose panel stays in L1 while the tiles below it use it.
+// Threads share out the tiles of C; each tile is summed over k by one thread in
+// increasing k, so the bits do not depend on the thread count.
 #include "kernels.h"
 
 #include <stdlib.h>
@@ -18,12 +22,18 @@
 #include "game.h"
 
 #define TILE_M GEMM_TILE_M // rows of a register tile
-#define TILE_N 32 // columns of a register tile
+#define TILE_N GEMM_TILE_N // columns of a register tile
+#define GEMM_KB 256        // rows of a packed panel of B summed per pass: 32 KB
 
-// C (TILE_M, TILE_N) += A (TILE_M, K) @ B (K, TILE_N); A(r, k) = A[r a_rs + k a_ks].
+// C (TILE_M, n) += A (TILE_M, K) @ B (K, n), n <= TILE_N, with A(r, k) =
+// A[r a_rs + k a_ks] and B(k, j) = B[k ldb + j]; with store set, C = bias (or 0)
+// + A @ B instead, overwriting C, with bias (n) NULL or a row added to each row.
+// B must have TILE_N readable columns (a packed panel is padded with zeros);
+// only n columns of C are written.
 static inline void tile_full(float* restrict C, size_t ldc, const float* restrict A,
                              size_t a_rs, size_t a_ks, const float* restrict B,
-                             size_t ldb, int K) {
+                             size_t ldb, int K, int n, int store, const float* bias) {
+    // the sum over k, in registers
     float acc[TILE_M][TILE_N];
     memset(acc, 0, sizeof(acc));
     for (int k = 0; k < K; k++) {
@@ -35,56 +45,136 @@ static inline void tile_full(float* restrict C, size_t ldc, const float* restric
             for (int j = 0; j < TILE_N; j++) acc[r][j] += ar * b[j];
         }
     }
+
+    // into C: added, or stored over it after the bias
+    if (store) {
+        float base[TILE_N] = {0};
+        if (bias) memcpy(base, bias, (size_t)n * sizeof(float));
+        for (int r = 0; r < TILE_M; r++)
+            for (int j = 0; j < TILE_N; j++) acc[r][j] += base[j];
+    } else {
+        for (int r = 0; r < TILE_M; r++)
+            for (int j = 0; j < n; j++) acc[r][j] += C[r * ldc + j];
+    }
     for (int r = 0; r < TILE_M; r++) {
-        #pragma omp simd
-        for (int j = 0; j < TILE_N; j++) C[r * ldc + j] += acc[r][j];
+        if (n == TILE_N) memcpy(C + r * ldc, acc[r], sizeof(acc[r]));
+        else memcpy(C + r * ldc, acc[r], (size_t)n * sizeof(float));
     }
 }
 
-// The same for a partial tile of m <= TILE_M rows and n <= TILE_N columns, at
-// the bottom and right edges of C.
+// The same for a partial tile of m <= TILE_M rows and n <= TILE_N columns, with
+// B(k, j) = B[k b_ks + j b_js], at the bottom and right edges of C.
 static void tile_edge(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
-                      const float* B, size_t ldb, int K, int m, int n) {
+                      const float* B, size_t b_ks, size_t b_js, int K, int m, int n,
+                      int store, const float* bias) {
     float acc[TILE_M][TILE_N];
     memset(acc, 0, sizeof(acc));
     for (int k = 0; k < K; k++) {
-        const float* b = B + (size_t)k * ldb;
+        const float* b = B + (size_t)k * b_ks;
         const float* a = A + (size_t)k * a_ks;
         for (int r = 0; r < m; r++) {
             float ar = a[r * a_rs];
-            for (int j = 0; j < n; j++) acc[r][j] += ar * b[j];
+            for (int j = 0; j < n; j++) acc[r][j] += ar * b[j * b_js];
         }
     }
-    for (int r = 0; r < m; r++)
-        for (int j = 0; j < n; j++) C[r * ldc + j] += acc[r][j];
-}
-
-// One tile of C: rows [i, i + TILE_M) and columns [j, j + TILE_N), cut at M, N.
-static inline void gemm_tile(float* C, size_t ldc, const float* A, size_t a_rs,
-                             size_t a_ks, const float* B, size_t ldb, int M, int N, int K,
-                             int i, int j) {
-    int m = M - i < TILE_M ? M - i : TILE_M;
-    int n = N - j < TILE_N ? N - j : TILE_N;
-    float* c = C + (size_t)i * ldc + j;
-    const float* a = A + (size_t)i * a_rs;
-    if (m == TILE_M && n == TILE_N) tile_full(c, ldc, a, a_rs, a_ks, B + j, ldb, K);
-    else tile_edge(c, ldc, a, a_rs, a_ks, B + j, ldb, K, m, n);
+    for (int r = 0; r < m; r++) {
+        for (int j = 0; j < n; j++) {
+            float base = store ? (bias ? bias[j] : 0.0f) : C[r * ldc + j];
+            C[r * ldc + j] = base + acc[r][j];
+        }
+    }
 }
 
 void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
                  const float* B, size_t ldb, int M, int N, int K) {
-    for (int i = 0; i < M; i += TILE_M)
-        for (int j = 0; j < N; j += TILE_N) gemm_tile(C, ldc, A, a_rs, a_ks, B, ldb, M, N, K, i, j);
+    for (int i = 0; i < M; i += TILE_M) {
+        for (int j = 0; j < N; j += TILE_N) {
+            int m = M - i < TILE_M ? M - i : TILE_M;
+            int n = N - j < TILE_N ? N - j : TILE_N;
+            float* c = C + (size_t)i * ldc + j;
+            const float* a = A + (size_t)i * a_rs;
+            if (m == TILE_M && n == TILE_N)
+                tile_full(c, ldc, a, a_rs, a_ks, B + j, ldb, K, n, 0, NULL);
+            else tile_edge(c, ldc, a, a_rs, a_ks, B + j, ldb, 1, K, m, n, 0, NULL);
+        }
+    }
 }
 
-// The same with the tiles shared among the threads.
+// The packed copy of B that gemm_acc reads: B (K, N) cut into panels of TILE_N
+// columns, each panel stored contiguously as (K, TILE_N), the last one padded
+// with zero columns. Grown as needed and kept: gemm_acc is not reentrant.
+static float* packed_b;
+static size_t packed_b_cap;
+
+static void reserve_packed_b(int N, int K) {
+    size_t need = (size_t)((N + TILE_N - 1) / TILE_N) * K * TILE_N;
+    if (need <= packed_b_cap) return;
+    free(packed_b);
+    packed_b = xmalloc(need * sizeof(float), "packed matrix");
+    packed_b_cap = need;
+}
+
+// Packs B (K, N), B(k, j) = B[k b_ks + j b_js], into packed_b. Called by every
+// thread of a parallel region, which it leaves at a barrier.
+static void pack_b(const float* B, size_t b_ks, size_t b_js, int N, int K) {
+    int panels = (N + TILE_N - 1) / TILE_N;
+    #pragma omp for collapse(2) schedule(static)
+    for (int p = 0; p < panels; p++) {
+        for (int k0 = 0; k0 < K; k0 += 32) {
+            int j0 = p * TILE_N, n = N - j0 < TILE_N ? N - j0 : TILE_N;
+            int k1 = k0 + 32 < K ? k0 + 32 : K;
+            float* dst = packed_b + (size_t)p * K * TILE_N;
+            for (int k = k0; k < k1; k++) {
+                const float* src = B + (size_t)k * b_ks + (size_t)j0 * b_js;
+                float* d = dst + (size_t)k * TILE_N;
+                for (int j = 0; j < n; j++) d[j] = src[j * b_js];
+                for (int j = n; j < TILE_N; j++) d[j] = 0.0f;
+            }
+        }
+    }
+}
+
+// C (M, N) += A (M, K) @ B (K, N) with the threads, A(i, k) = A[i a_rs + k a_ks]
+// and B(k, j) = B[k b_ks + j b_js]; with store set, C = bias (N, or NULL for
+// zero) + A @ B instead, so that C needs no clearing first.
+//
+// After packing B, the work goes out in units of up to GEMM_UNIT tiles of one
+// column, handed to whichever thread is free. A unit runs k in blocks of
+// GEMM_KB: each block for all of its tiles before the next, so that the block
+// of the column's panel (GEMM_KB x 32, 32 KB) stays in L1 while the rows of A
+// stream past. A tile is summed block after block by the one thread that owns
+// its unit, so the bits do not depend on the thread count or the schedule.
+#define GEMM_UNIT 8
 static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
-                     const float* B, size_t ldb, int M, int N, int K) {
+                     const float* B, size_t b_ks, size_t b_js, int M, int N, int K,
+                     int store, const float* bias) {
     int tiles_m = (M + TILE_M - 1) / TILE_M, tiles_n = (N + TILE_N - 1) / TILE_N;
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int tm = 0; tm < tiles_m; tm++)
-        for (int tn = 0; tn < tiles_n; tn++)
-            gemm_tile(C, ldc, A, a_rs, a_ks, B, ldb, M, N, K, tm * TILE_M, tn * TILE_N);
+    int units_m = (tiles_m + GEMM_UNIT - 1) / GEMM_UNIT;
+    reserve_packed_b(N, K);
+    #pragma omp parallel
+    {
+        pack_b(B, b_ks, b_js, N, K);
+        #pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < units_m * tiles_n; u++) {
+            int tn = u / units_m, j = tn * TILE_N;
+            int tm0 = u % units_m * GEMM_UNIT;
+            int tm1 = tm0 + GEMM_UNIT < tiles_m ? tm0 + GEMM_UNIT : tiles_m;
+            int n = N - j < TILE_N ? N - j : TILE_N;
+            const float* bj = bias ? bias + j : NULL;
+            for (int k0 = 0; k0 < K; k0 += GEMM_KB) {
+                int kb = K - k0 < GEMM_KB ? K - k0 : GEMM_KB;
+                int st = store && k0 == 0; // the first block stores, the others add
+                const float* b = packed_b + ((size_t)tn * K + k0) * TILE_N;
+                for (int tm = tm0; tm < tm1; tm++) {
+                    int i = tm * TILE_M, m = M - i < TILE_M ? M - i : TILE_M;
+                    float* c = C + (size_t)i * ldc + j;
+                    const float* a = A + (size_t)i * a_rs + (size_t)k0 * a_ks;
+                    if (m == TILE_M) tile_full(c, ldc, a, a_rs, a_ks, b, TILE_N, kb, n, st, bj);
+                    else tile_edge(c, ldc, a, a_rs, a_ks, b, TILE_N, 1, kb, m, n, st, bj);
+                }
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -107,47 +197,23 @@ void transpose_matrix(float* dst, size_t ld, const float* src, int rows, int col
 
 void matmul_forward_t(float* out, const float* inp, const float* wt, const float* bias,
                       int N, int IC, int OC) {
-    // out starts as the bias (or zero), then out += inp @ wt
-    #pragma omp parallel for if (N > 16)
-    for (int n = 0; n < N; n++) {
-        float* o = out + (size_t)n * OC;
-        if (bias) memcpy(o, bias, (size_t)OC * sizeof(float));
-        else memset(o, 0, (size_t)OC * sizeof(float));
-    }
-    gemm_acc(out, OC, inp, IC, 1, wt, OC, N, OC, IC);
+    // out = bias + inp (N, IC) @ wt (IC, OC)
+    gemm_acc(out, OC, inp, IC, 1, wt, OC, 1, N, OC, IC, 1, bias);
 }
 
 void matmul_forward(float* out, const float* inp, const float* w, const float* bias,
                     int N, int IC, int OC) {
-    // w (OC, IC) transposed to wt (IC, OCp), so that a row of B is contiguous.
-    // An output width that is not a multiple of the tile (the head's V) is padded
-    // with zero columns to whole tiles, so that no column is left to the slow
-    // edge tiles; the real columns are then copied out.
-    int OCp = (OC % TILE_N == 0 || OC < TILE_N) ? OC : (OC + TILE_N - 1) / TILE_N * TILE_N;
-    float* wt = xcalloc((size_t)IC * OCp, sizeof(float), "matmul scratch");
-    transpose_matrix(wt, OCp, w, OC, IC);
-    if (OCp == OC) {
-        matmul_forward_t(out, inp, wt, bias, N, IC, OC);
-        free(wt);
-        return;
-    }
-    float* wide = xmalloc((size_t)N * OCp * sizeof(float), "matmul scratch");
-    matmul_forward_t(wide, inp, wt, NULL, N, IC, OCp);
-    #pragma omp parallel for
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < OC; o++)
-            out[(size_t)n * OC + o] = (bias ? bias[o] : 0.0f) + wide[(size_t)n * OCp + o];
-    free(wt);
-    free(wide);
+    // out = bias + inp (N, IC) @ w^T: B(k, j) = w[j IC + k]
+    gemm_acc(out, OC, inp, IC, 1, w, 1, IC, N, OC, IC, 1, bias);
 }
 
 void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout,
                      const float* inp, const float* w, int N, int IC, int OC) {
-    // dinp (N, IC) += dout (N, OC) @ w (OC, IC)
-    if (dinp) gemm_acc(dinp, IC, dout, OC, 1, w, IC, N, IC, OC);
+    // dinp (N, IC) = dout (N, OC) @ w (OC, IC), overwritten
+    if (dinp) gemm_acc(dinp, IC, dout, OC, 1, w, IC, 1, N, IC, OC, 1, NULL);
 
     // dw (OC, IC) += dout^T (OC, N) @ inp (N, IC): A(o, n) = dout[n OC + o]
-    if (dw) gemm_acc(dw, IC, dout, 1, OC, inp, IC, OC, IC, N);
+    if (dw) gemm_acc(dw, IC, dout, 1, OC, inp, IC, 1, OC, IC, N, 0, NULL);
 
     // dbias (OC) += the column sums of dout, in blocks of columns
     if (dbias) {

@@ -59,6 +59,16 @@ void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
 // row blocks of this many queries, each against the keys up to the block's end.
 #define GEMM_TILE_M 8
 
+// Its width: a product whose columns are a whole number of these runs all in
+// full vector tiles, so callers that may compute a few extra columns pad to it.
+#define GEMM_TILE_N 32
+
+// n rounded up to whole tiles, but at most limit.
+static inline int gemm_round_cols(int n, int limit) {
+    int r = (n + GEMM_TILE_N - 1) / GEMM_TILE_N * GEMM_TILE_N;
+    return r < limit ? r : limit;
+}
+
 // dst (cols, rows) = src (rows, cols)^T, with rows of dst ld >= rows apart.
 void transpose_matrix(float* dst, size_t ld, const float* src, int rows, int cols);
 
@@ -70,11 +80,12 @@ void matmul_forward(float* out, const float* inp, const float* w, const float* b
 void matmul_forward_t(float* out, const float* inp, const float* wt, const float* bias,
                       int N, int IC, int OC);
 
-// The gradients of matmul_forward, accumulated (+=) into
-//   dinp (N, IC)  = dout @ w        (skipped when dinp is NULL)
-//   dw   (OC, IC) = dout^T @ inp    (skipped when dw is NULL)
-//   dbias (OC)    = sum over rows of dout (skipped when dbias is NULL)
-// from dout (N, OC) and the forward's inp and w.
+// The gradients of matmul_forward, from dout (N, OC) and the forward's inp and w:
+//   dinp (N, IC)  = dout @ w,             overwritten (skipped when dinp is NULL)
+//   dw   (OC, IC) += dout^T @ inp,        accumulated (skipped when dw is NULL)
+//   dbias (OC)    += sum over rows of dout, accumulated (skipped when dbias is NULL)
+// An input feeds one layer only, so its gradient has a single producer and needs
+// no clearing; a weight's gradient may gather several (the tied embedding).
 void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout,
                      const float* inp, const float* w, int N, int IC, int OC);
 

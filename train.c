@@ -86,43 +86,58 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* in
 // forward: out = norm * w + bias, norm = (x - mean) * rstd.
 // dbias = sum_n dout, dw = sum_n dout * norm, and with dnorm = dout * w,
 // dx = rstd * (dnorm - mean_c(dnorm) - norm * mean_c(dnorm * norm)).
+// One pass over the rows: they go in fixed chunks of LN_CHUNK, each chunk's
+// share of dw and dbias summed in row order, and the chunks' shares added in
+// chunk order at the end, so the sums do not depend on the thread count.
+#define LN_CHUNK 64
 void layernorm_backward(float* dx, float* dw, float* dbias, const float* dout,
                         const float* x, const float* w, const float* mean,
                         const float* rstd, int N, int C) {
-    // dx, row by row
-    #pragma omp parallel for
-    for (int n = 0; n < N; n++) {
-        const float* d = dout + (size_t)n * C;
-        const float* xr = x + (size_t)n * C;
-        float m = mean[n], r = rstd[n];
-        float mean_d = 0.0f, mean_dn = 0.0f;
-        #pragma omp simd reduction(+ : mean_d, mean_dn)
-        for (int c = 0; c < C; c++) {
-            float dnorm = d[c] * w[c];
-            mean_d += dnorm;
-            mean_dn += dnorm * (xr[c] - m) * r;
-        }
-        mean_d /= C;
-        mean_dn /= C;
-        float* dxr = dx + (size_t)n * C;
-        for (int c = 0; c < C; c++) {
-            float norm = (xr[c] - m) * r;
-            dxr[c] += r * (d[c] * w[c] - mean_d - norm * mean_dn);
+    int chunks = (N + LN_CHUNK - 1) / LN_CHUNK;
+    float* part = xcalloc((size_t)chunks * 2 * C, sizeof(float), "layernorm backward");
+
+    #pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < chunks; ch++) {
+        float* pw = part + (size_t)ch * 2 * C; // (C) this chunk's dw, then (C) dbias
+        float* pb = pw + C;
+        int n1 = (ch + 1) * LN_CHUNK < N ? (ch + 1) * LN_CHUNK : N;
+        for (int n = ch * LN_CHUNK; n < n1; n++) {
+            const float* d = dout + (size_t)n * C;
+            const float* xr = x + (size_t)n * C;
+            float m = mean[n], r = rstd[n];
+
+            // the two means over the channels
+            float mean_d = 0.0f, mean_dn = 0.0f;
+            #pragma omp simd reduction(+ : mean_d, mean_dn)
+            for (int c = 0; c < C; c++) {
+                float dnorm = d[c] * w[c];
+                mean_d += dnorm;
+                mean_dn += dnorm * (xr[c] - m) * r;
+            }
+            mean_d /= C;
+            mean_dn /= C;
+
+            // dx of the row, and its share of dw and dbias
+            float* dxr = dx + (size_t)n * C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) {
+                float norm = (xr[c] - m) * r;
+                dxr[c] += r * (d[c] * w[c] - mean_d - norm * mean_dn);
+                pw[c] += d[c] * norm;
+                pb[c] += d[c];
+            }
         }
     }
 
-    // dw and dbias, channel by channel, each summing the rows in order
-    #pragma omp parallel for
-    for (int c = 0; c < C; c++) {
-        float sw = 0.0f, sb = 0.0f;
-        for (int n = 0; n < N; n++) {
-            float d = dout[(size_t)n * C + c];
-            sw += d * (x[(size_t)n * C + c] - mean[n]) * rstd[n];
-            sb += d;
+    // the chunks' shares, in chunk order
+    for (int ch = 0; ch < chunks; ch++) {
+        const float* pw = part + (size_t)ch * 2 * C;
+        for (int c = 0; c < C; c++) {
+            dw[c] += pw[c];
+            dbias[c] += pw[C + c];
         }
-        dw[c] += sw;
-        dbias[c] += sb;
     }
+    free(part);
 }
 
 // forward, per (b, h), over keys t2 <= t of each query t:
@@ -135,7 +150,7 @@ void layernorm_backward(float* dx, float* dw, float* dbias, const float* dout,
 //   ds_h += sum dS * eta sigma_h eps   (s_h = log sigma_h).
 // The products run in blocks of GEMM_TILE_M rows that stop at the diagonal,
 // as in the forward. Each (b, h) owns its slices of dq, dk, dv, so the pairs
-// run in parallel.
+// run in parallel; dqkv is overwritten (each pair clears its slices first).
 void attention_backward(float* dqkv, float* dnoise, const float* dout, const float* qkv,
                         const float* att, int B, int T, int C, int NH,
                         const float* noise_scale, uint64_t noise_key) {
@@ -157,15 +172,25 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
                 const float* P = att + ((size_t)b * NH + h) * T * T;
                 const float* d = dout + (size_t)b * T * C + h * hs;
 
-                // dP = dout V^T (into dS), blocks of queries up to the diagonal
+                // this pair's dq, dk, dv start at zero: the products below add
+                for (int t = 0; t < T; t++) {
+                    memset(dq + t * C3, 0, hs * sizeof(float));
+                    memset(dk + t * C3, 0, hs * sizeof(float));
+                    memset(dv + t * C3, 0, hs * sizeof(float));
+                }
+
+                // dP = dout V^T (into dS), blocks of queries up to the diagonal,
+                // rounded up to whole tiles of keys where T allows (the extra
+                // ones are cleared with the masked part below)
                 for (int t = 0; t < T; t++)
                     for (int i = 0; i < hs; i++) vt[(size_t)i * T + t] = v[t * C3 + i];
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                    int keys = gemm_round_cols(t0 + rows, T);
                     for (int r = 0; r < rows; r++)
-                        memset(dS + (size_t)(t0 + r) * T, 0, (t0 + rows) * sizeof(float));
+                        memset(dS + (size_t)(t0 + r) * T, 0, keys * sizeof(float));
                     gemm_serial(dS + (size_t)t0 * T, T, d + (size_t)t0 * C, C, 1, vt, T,
-                                rows, t0 + rows, hs);
+                                rows, keys, hs);
                 }
 
                 // dV += P^T dout: rows t2 of a block meet the queries t >= t0
@@ -228,7 +253,8 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
 }
 
 // forward: out = 0.5 x (1 + tanh(u)), u = k (x + c x^3)
-// d out/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)
+// d out/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2); dx is
+// overwritten (the GELU is its input's only reader).
 void gelu_backward(float* dx, const float* x, const float* dout, size_t N) {
     #pragma omp parallel for simd
     for (size_t i = 0; i < N; i++) {
@@ -237,21 +263,22 @@ void gelu_backward(float* dx, const float* x, const float* dout, size_t N) {
         float th = fast_tanhf(u);
         float local = 0.5f * (1.0f + th) +
                       0.5f * xi * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * xi * xi);
-        dx[i] += local * dout[i];
+        dx[i] = local * dout[i];
     }
 }
 
 // forward: out = resid + h * mult, mult = 1 + eta sigma (+-eps) (or 1 without noise)
-// dresid += dout, dh += dout * mult, and since d mult / d s = mult - 1 (s = log
-// sigma), ds += sum dout * h * (mult - 1).
+// dresid = dout, dh = dout * mult, and since d mult / d s = mult - 1 (s = log
+// sigma), ds += sum dout * h * (mult - 1). dresid and dh are overwritten: the
+// backward pass reaches this add before anything else that adds to them.
 void residual_backward(float* dresid, float* dh, float* dnoise, const float* dout,
                        const float* h, size_t N, const float* noise_scale, uint64_t key,
                        int dither, int B, int T, int C) {
     if (!noise_scale) {
         #pragma omp parallel for
         for (size_t i = 0; i < N; i++) {
-            dresid[i] += dout[i];
-            dh[i] += dout[i];
+            dresid[i] = dout[i];
+            dh[i] = dout[i];
         }
         return;
     }
@@ -269,8 +296,8 @@ void residual_backward(float* dresid, float* dh, float* dnoise, const float* dou
         for (int c = 0; c < C; c++) {
             float noise = sc * rng_normal(key, base + c); // mult - 1
             float d = dout[row + c];
-            dresid[row + c] += d;
-            dh[row + c] += d * (1.0f + noise);
+            dresid[row + c] = d;
+            dh[row + c] = d * (1.0f + noise);
             s += d * h[row + c] * noise;
         }
         part[n] = s;
@@ -285,7 +312,7 @@ void residual_backward(float* dresid, float* dh, float* dnoise, const float* dou
 // forward: logits = lnf @ wte^T [+ sign_b eta f(eps_out) * (headin @ sigma_W^T)],
 // probs = softmax(logits), loss = mean over B T of -log probs[target].
 // dlogits = (probs - onehot(target)) / (B T); then, through the tied matrix,
-// dlnf += dlogits @ wte and dwte += dlogits^T @ lnf. With head noise, let
+// dlnf = dlogits @ wte (overwritten) and dwte += dlogits^T @ lnf. With head noise, let
 // g = sign_b eta f(eps_out) * dlogits: dheadin = g @ sigma_W, dlnf += f(eps_in) *
 // dheadin, dsigma_W = g^T @ headin, and d s_W = dsigma_W * sigma_W.
 void head_backward(float* dlnf, float* dwte, float* dnoise_head, const float* probs,
@@ -317,7 +344,7 @@ void head_backward(float* dlnf, float* dwte, float* dnoise_head, const float* pr
             float* d = dlogits + n * V;
             for (int v = 0; v < V; v++) d[v] *= sign * f_out[v];
         }
-        float* dheadin = xcalloc(BT * C, sizeof(float), "head noise gradients");
+        float* dheadin = xmalloc(BT * C * sizeof(float), "head noise gradients");
         float* dsigma = xcalloc((size_t)V * C, sizeof(float), "head noise gradients");
         matmul_backward(dheadin, dsigma, NULL, dlogits, headin, sigma_w, (int)BT, C, V);
         #pragma omp parallel for
@@ -346,11 +373,12 @@ void gradients_free(Gradients* g) {
     memset(g, 0, sizeof(*g));
 }
 
-// Sizes the activation gradients like the model's activations.
+// Sizes the activation gradients like the model's activations. They need no
+// clearing: every tensor's first producer in the backward pass overwrites it
+// (see model_backward), and the attention probabilities, statistics and losses
+// get no gradient.
 static void gradients_prepare(Gradients* g, const Model* m) {
-    // the buffer, laid out like the model's activations
-    int fresh = !(g->dacts && g->num_dacts == m->num_acts);
-    if (fresh) {
+    if (!(g->dacts && g->num_dacts == m->num_acts)) {
         free(g->dacts);
         g->dacts = xcalloc(m->num_acts, sizeof(float), "activation gradients");
         g->num_dacts = m->num_acts;
@@ -360,14 +388,6 @@ static void gradients_prepare(Gradients* g, const Model* m) {
         g->d.t[i] = p;
         p += m->act_sizes[i];
     }
-
-    // only the tensors the backward pass accumulates into need zeroing (the
-    // attention probabilities, statistics and losses get no gradient)
-    static const int used[] = {A_ENCODED, A_LN1, A_QKV, A_ATTY, A_ATTPROJ, A_RESID2,
-                               A_LN2, A_FCH, A_FCH_GELU, A_FCPROJ, A_RESID3, A_LNF};
-    if (!fresh)
-        for (size_t k = 0; k < sizeof(used) / sizeof(used[0]); k++)
-            memset(g->d.t[used[k]], 0, m->act_sizes[used[k]] * sizeof(float));
 }
 
 // The views of block l into the activation gradients, laid out as the model's.
@@ -387,8 +407,14 @@ void model_backward(Model* m, Gradients* g, const int* inputs, const int* target
     float** p = m->params.t;
     float** a = m->acts.t;
     float** dp = g->g.t;
-    memset(g->grads, 0, m->num_params * sizeof(float));
     gradients_prepare(g, m);
+
+    // the parameter gradients start at zero (the layers add to them), cleared by
+    // the threads in blocks
+    size_t np = m->num_params;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < np; i += 16384)
+        memset(g->grads + i, 0, (np - i < 16384 ? np - i : 16384) * sizeof(float));
     float** da = g->d.t;
 
     // head and loss, then the final layernorm
@@ -401,10 +427,14 @@ void model_backward(Model* m, Gradients* g, const int* inputs, const int* target
     free(sigma_w);
     float* last = a[A_RESID3] + (L - 1) * BT * C;
     float* dlast = da[A_RESID3] + (L - 1) * BT * C;
+    memset(dlast, 0, BT * C * sizeof(float)); // the one gradient that starts with +=
     layernorm_backward(dlast, dp[P_LNFW], dp[P_LNFB], da[A_LNF], last, p[P_LNFW],
                        a[A_LNF_MEAN], a[A_LNF_RSTD], BT, C);
 
-    // the blocks, last to first
+    // the blocks, last to first. Each activation gradient is first written (=) by
+    // the layer that reads the activation (a residual add, a product's input, the
+    // GELU, the attention); the layernorms' input gradients then add to the
+    // residual streams' (+=), which the residual adds wrote just before.
     for (int l = L - 1; l >= 0; l--) {
         BlockViews w, d;
         block_views(&w, m, l);
@@ -551,7 +581,7 @@ void adamw_step(AdamW* opt, float* params, const float* g, float grad_scale,
                 const float* lr, const float* beta1) {
     opt->t++;
     float beta2 = opt->beta2, eps = opt->eps;
-    float bc2 = 1.0f - powf(beta2, (float)opt->t);
+    float inv_bc2 = 1.0f / (1.0f - powf(beta2, (float)opt->t));
 
     // each group's bias correction follows the product of its own beta1's
     float bc1[MAX_GROUPS];
@@ -588,12 +618,12 @@ void adamw_step(AdamW* opt, float* params, const float* g, float grad_scale,
             float v = beta2 * opt->v[i] + (1.0f - beta2) * gr * gr;
             opt->m[i] = m;
             opt->v[i] = v;
-            float denom = sqrtf(v / bc2) + eps;
-            float dir = (m / c1) / denom + wd * params[i];
+            float inv = 1.0f / (c1 * (sqrtf(v * inv_bc2) + eps)); // one division
+            float dir = m * inv + wd * params[i];
             params[i] -= alpha * dir;
             if (u) {
                 u[i] = dir;
-                dd[i] = (m_prev - gr) / (c1 * denom);
+                dd[i] = (m_prev - gr) * inv;
             }
         }
     }

@@ -12,8 +12,11 @@
 #include "tokenizer.h"
 
 // ----------------------------------------------------------------------------
-// Layers, backward direction. Each takes the input gradients first (all
-// accumulated with +=), then the output gradient, then what its forward used.
+// Layers, backward direction. Each takes the input gradients first, then the
+// output gradient, then what its forward used. Parameter gradients and the
+// layernorm's dx are accumulated (+=); the gradients of an activation that only
+// one layer reads are overwritten (=): the attention's dqkv, the GELU's dx, the
+// residual add's dresid and dh, the head's dlnf (and matmul_backward's dinp).
 
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp,
                       int B, int T, int C);

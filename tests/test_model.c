@@ -64,9 +64,13 @@ enum { LB = 2, LT = 5, LC = 8, LNH = 2, LHS = LC / LNH, LV = 7, LN = LB * LT };
 #define DITHER_TOL 2.4e-7
 
 // Gradient buffers start at this value and it is subtracted again before the
-// comparison, so every check also proves the accumulate (+=) contract. A power of
+// comparison, so those checks also prove the accumulate (+=) contract. A power of
 // two, so that only the float rounding of the sum itself is left.
 #define GRAD_START 0.015625f
+
+// The gradients a backward overwrites (=) start at this value instead, which a +=
+// would carry into the result, so those checks prove the overwrite contract.
+#define GRAD_POISON 1024.0f
 
 // Seeds, one per test, so each test's data is fixed and independent.
 #define SEED_LAYERS 0x1234ULL
@@ -119,22 +123,35 @@ static void fd_gradient(double* fd, RefLoss loss, void* ctx, double* x, size_t n
     }
 }
 
-// Checks the float backward's gradient got (n, still holding GRAD_START) against
-// the central differences of loss over x.
-static void expect_grad(const char* tensor, const float* got, RefLoss loss, void* ctx,
-                        double* x, size_t n) {
+// Checks the float backward's gradient got (n), less start (what the buffer held
+// before a +=, or 0 for an overwrite), against the central differences of loss
+// over x.
+static void check_grad(const char* tensor, const float* got, float start, RefLoss loss,
+                       void* ctx, double* x, size_t n) {
     double* fd = test_calloc(n, sizeof(double));
     fd_gradient(fd, loss, ctx, x, n);
     double scale = test_max_abs(fd, n);
     cr_assert(scale > 1e-6, "%s: the finite-difference gradient is all zero, so the "
               "check would prove nothing", tensor);
     for (size_t i = 0; i < n; i++) {
-        double g = (double)got[i] - GRAD_START;
+        double g = (double)got[i] - start;
         cr_assert(fabs(g - fd[i]) <= GRAD_TOL * scale,
                   "d%s[%zu]: backward %.9g, finite difference %.9g (max |grad| %.4g)",
                   tensor, i, g, fd[i], scale);
     }
     free(fd);
+}
+
+// A gradient accumulated into a buffer that held GRAD_START.
+static void expect_grad(const char* tensor, const float* got, RefLoss loss, void* ctx,
+                        double* x, size_t n) {
+    check_grad(tensor, got, GRAD_START, loss, ctx, x, n);
+}
+
+// A gradient written over a buffer that held GRAD_POISON.
+static void expect_grad_set(const char* tensor, const float* got, RefLoss loss,
+                            void* ctx, double* x, size_t n) {
+    check_grad(tensor, got, 0.0f, loss, ctx, x, n);
 }
 
 // Checks a float forward output got (n) against the reference want (n).
@@ -402,11 +419,11 @@ Test(layers, matmul, .init = one_thread) {
 
     // backward
     float dinp[LN * MM_IC], dw[MM_OC * MM_IC], dbias[MM_OC];
-    fill_float(dinp, LN * MM_IC, GRAD_START);
+    fill_float(dinp, LN * MM_IC, GRAD_POISON);
     fill_float(dw, MM_OC * MM_IC, GRAD_START);
     fill_float(dbias, MM_OC, GRAD_START);
     matmul_backward(dinp, dw, dbias, R, inp, w, LN, MM_IC, MM_OC);
-    expect_grad("inp", dinp, matmul_loss, &c, c.inp, LN * MM_IC);
+    expect_grad_set("inp", dinp, matmul_loss, &c, c.inp, LN * MM_IC);
     expect_grad("w", dw, matmul_loss, &c, c.w, MM_OC * MM_IC);
     expect_grad("bias", dbias, matmul_loss, &c, c.bias, MM_OC);
 
@@ -468,10 +485,10 @@ static void check_attention(int noisy) {
 
     // backward
     float dqkv[LN * 3 * LC], ds[LNH];
-    fill_float(dqkv, LN * 3 * LC, GRAD_START);
+    fill_float(dqkv, LN * 3 * LC, GRAD_POISON);
     fill_float(ds, LNH, GRAD_START);
     attention_backward(dqkv, noisy ? ds : NULL, R, qkv, att, LB, LT, LC, LNH, ns, c.key);
-    expect_grad("qkv", dqkv, attention_loss, &c, c.qkv, LN * 3 * LC);
+    expect_grad_set("qkv", dqkv, attention_loss, &c, c.qkv, LN * 3 * LC);
     if (noisy) expect_grad("noise_logit", ds, attention_loss, &c, c.s, LNH);
 }
 
@@ -534,9 +551,9 @@ Test(layers, gelu, .init = one_thread) {
     gelu_forward(out, x, GELU_N);
     gelu_loss(&c);
     expect_forward("gelu", out, c.out, GELU_N);
-    fill_float(dx, GELU_N, GRAD_START);
+    fill_float(dx, GELU_N, GRAD_POISON);
     gelu_backward(dx, x, R, GELU_N);
-    expect_grad("x", dx, gelu_loss, &c, c.x, GELU_N);
+    expect_grad_set("x", dx, gelu_loss, &c, c.x, GELU_N);
 }
 
 typedef struct {
@@ -606,12 +623,12 @@ static void check_residual(int noisy, int dither, int B) {
 
     // backward
     float dresid[LN * LC], dh[LN * LC], ds = GRAD_START;
-    fill_float(dresid, LN * LC, GRAD_START);
-    fill_float(dh, LN * LC, GRAD_START);
+    fill_float(dresid, LN * LC, GRAD_POISON);
+    fill_float(dh, LN * LC, GRAD_POISON);
     residual_backward(dresid, dh, noisy ? &ds : NULL, R, h, LN * LC, ns, c.key, dither,
                       c.B, c.T, c.C);
-    expect_grad("resid", dresid, residual_loss, &c, c.resid, LN * LC);
-    expect_grad("h", dh, residual_loss, &c, c.h, LN * LC);
+    expect_grad_set("resid", dresid, residual_loss, &c, c.resid, LN * LC);
+    expect_grad_set("h", dh, residual_loss, &c, c.h, LN * LC);
     if (noisy) expect_grad("s", &ds, residual_loss, &c, &c.s, 1);
 }
 
@@ -683,12 +700,12 @@ static void check_head(int noisy, int B) {
 
     // backward
     float dlnf[LN * LC], dwte[LV * LC], ds_w[LV * LC];
-    fill_float(dlnf, LN * LC, GRAD_START);
+    fill_float(dlnf, LN * LC, GRAD_POISON);
     fill_float(dwte, LV * LC, GRAD_START);
     fill_float(ds_w, LV * LC, GRAD_START);
     head_backward(dlnf, dwte, ds_w, probs, c.targets, lnf, headin, wte,
                   noisy ? sigma_w : NULL, f_out, f_in, 1.3f, c.B, c.T, LC, LV);
-    expect_grad("lnf", dlnf, head_loss, &c, c.lnf, LN * LC);
+    expect_grad_set("lnf", dlnf, head_loss, &c, c.lnf, LN * LC);
     expect_grad("wte", dwte, head_loss, &c, c.wte, LV * LC);
     if (noisy) {
         expect_grad("noise_head", ds_w, head_loss, &c, c.s_w, LV * LC);
