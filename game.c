@@ -694,22 +694,342 @@ void block_views(BlockViews* w, const Model* m, int l) {
 // Floats of one layer's transposed matrices: 3CC + CC + 4CC + 4CC.
 static size_t layer_wt_size(int C) { return 12 * (size_t)C * C; }
 
-void kvcache_init(KVCache* kv, const Model* m) {
+// ---- bfloat16 weights
+
+uint16_t bf16_from_float(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof(u));
+
+    // round to nearest, ties to even: add half an ulp less one, plus one when
+    // the last kept bit is odd; a carry runs on into the exponent, as it must
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+
+    // a NaN keeps its sign and upper payload, with the quiet bit set (a select,
+    // not a branch, so that loops over this vectorise)
+    uint32_t nan = (u >> 16) | 0x0040u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+float bf16_to_float(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+float bf16_round(float x) { return bf16_to_float(bf16_from_float(x)); }
+
+void model_round_bf16(Model* m) {
+    static const int matrices[] = {P_WTE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+    for (size_t k = 0; k < sizeof(matrices) / sizeof(matrices[0]); k++) {
+        float* t = m->params.t[matrices[k]];
+        size_t n = m->param_sizes[matrices[k]];
+        for (size_t i = 0; i < n; i++) t[i] = bf16_round(t[i]);
+    }
+}
+
+#define BF16_WORDS (BF16_BLOCK / 2) // uint32 words of one block of one row
+
+size_t bf16_packed_words(int IC, int OC) {
+    size_t nb = ((size_t)OC + BF16_BLOCK - 1) / BF16_BLOCK;
+    return (size_t)IC * nb * BF16_WORDS;
+}
+
+// Words of one block's packed matrices: qkvw, attprojw, fcw, fcprojw.
+static size_t layer_wp_size(int C) {
+    return bf16_packed_words(C, 3 * C) + bf16_packed_words(C, C) +
+           bf16_packed_words(C, 4 * C) + bf16_packed_words(4 * C, C);
+}
+
+// Blocks of panel p in a matrix of nb blocks: BF16_PANEL but in the last one.
+static inline int panel_blocks(int nb, int p) {
+    int left = nb - p * BF16_PANEL;
+    return left < BF16_PANEL ? left : BF16_PANEL;
+}
+
+void bf16_pack(uint32_t* dst, const float* w, int OC, int IC) {
+    int nb = (OC + BF16_BLOCK - 1) / BF16_BLOCK;
+    for (int b = 0; b < nb; b++) {
+        int p = b / BF16_PANEL, np = panel_blocks(nb, p), jb = b - p * BF16_PANEL;
+        uint32_t* panel = dst + (size_t)IC * BF16_PANEL * BF16_WORDS * p;
+
+        // 16 input rows at a time: word k of the block holds outputs 32 b + k
+        // (low half) and 32 b + 16 + k, read from rows of w; outputs past OC
+        // are zero
+        for (int i0 = 0; i0 < IC; i0 += 16) {
+            int ni = IC - i0 < 16 ? IC - i0 : 16;
+            uint32_t tile[16][BF16_WORDS];
+            for (int k = 0; k < BF16_WORDS; k++) {
+                int olo = b * BF16_BLOCK + k, ohi = olo + BF16_WORDS;
+                const float* rlo = w + (size_t)(olo < OC ? olo : 0) * IC + i0;
+                const float* rhi = w + (size_t)(ohi < OC ? ohi : 0) * IC + i0;
+                for (int ii = 0; ii < ni; ii++) {
+                    uint32_t lo = olo < OC ? bf16_from_float(rlo[ii]) : 0u;
+                    uint32_t hi = ohi < OC ? bf16_from_float(rhi[ii]) : 0u;
+                    tile[ii][k] = lo | hi << 16;
+                }
+            }
+            for (int ii = 0; ii < ni; ii++)
+                memcpy(panel + ((size_t)(i0 + ii) * np + jb) * BF16_WORDS, tile[ii],
+                       sizeof(tile[ii]));
+        }
+    }
+}
+
+// The two floats of a packed word: its low half and its high half.
+static inline float bf16_low(uint32_t w) {
+    uint32_t u = w << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+static inline float bf16_high(uint32_t w) {
+    uint32_t u = w & 0xffff0000u;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+// acc (16) = bias[o .. o + 15], zero past OC or without a bias.
+static inline __attribute__((always_inline)) void
+acc_from_bias(float* restrict acc, const float* restrict bias, int o, int OC) {
+    if (bias && o + BF16_WORDS <= OC) {
+        memcpy(acc, bias + o, BF16_WORDS * sizeof(float));
+        return;
+    }
+    for (int k = 0; k < BF16_WORDS; k++) acc[k] = bias && o + k < OC ? bias[o + k] : 0.0f;
+}
+
+// out[o .. o + 15] = acc (16), cut at OC.
+static inline __attribute__((always_inline)) void
+acc_store(float* restrict out, const float* restrict acc, int o, int OC) {
+    if (o + BF16_WORDS <= OC) {
+        memcpy(out + o, acc, BF16_WORDS * sizeof(float));
+        return;
+    }
+    for (int k = 0; k < BF16_WORDS && o + k < OC; k++) out[o + k] = acc[k];
+}
+
+// Blocks jb .. jb + nb - 1 of one panel of a packed product: out[o0 ..]
+// (outputs o0 .. o0 + 32 nb - 1, cut at OC) = bias + x (IC) @ those blocks,
+// whose row i starts at panel + i * stride + 16 jb. Inlined with nb a
+// constant, so that the loops have fixed lengths: the 2 nb accumulator vectors
+// stay in registers while the panel streams past, one shift, one AND and two
+// FMAs per 16 words. Each output is bias (or 0) plus x[i] w[i] added in
+// increasing i, whatever nb.
+static inline __attribute__((always_inline)) void
+matvec_blocks(float* restrict out, const float* restrict x, const uint32_t* restrict panel,
+              size_t stride, const float* restrict bias, int IC, int o0, int OC, int nb) {
+    float lo[BF16_PANEL * BF16_WORDS], hi[BF16_PANEL * BF16_WORDS];
+    for (int b = 0; b < nb; b++) {
+        int o = o0 + b * BF16_BLOCK;
+        acc_from_bias(lo + b * BF16_WORDS, bias, o, OC);
+        acc_from_bias(hi + b * BF16_WORDS, bias, o + BF16_WORDS, OC);
+    }
+    for (int i = 0; i < IC; i++) {
+        const uint32_t* row = panel + (size_t)i * stride;
+        float xi = x[i];
+        #pragma omp simd
+        for (int j = 0; j < nb * BF16_WORDS; j++) {
+            lo[j] += xi * bf16_low(row[j]);
+            hi[j] += xi * bf16_high(row[j]);
+        }
+    }
+    for (int b = 0; b < nb; b++) {
+        int o = o0 + b * BF16_BLOCK;
+        acc_store(out, lo + b * BF16_WORDS, o, OC);
+        acc_store(out, hi + b * BF16_WORDS, o + BF16_WORDS, OC);
+    }
+}
+
+// out (OC) = bias + x (IC) @ wp, wp a packed (OC, IC) matrix; bias may be NULL.
+// A panel at a time, each in one pass whatever its width.
+static void matvec_bf16(float* restrict out, const float* restrict x,
+                        const uint32_t* restrict wp, const float* restrict bias, int IC,
+                        int OC) {
+    int nb = (OC + BF16_BLOCK - 1) / BF16_BLOCK;
+    for (int p = 0; p * BF16_PANEL < nb; p++) {
+        const uint32_t* panel = wp + (size_t)IC * BF16_PANEL * BF16_WORDS * p;
+        int np = panel_blocks(nb, p), o0 = p * BF16_PANEL * BF16_BLOCK;
+        size_t stride = (size_t)np * BF16_WORDS;
+        switch (np) {
+        case 8: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 8); break;
+        case 7: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 7); break;
+        case 6: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 6); break;
+        case 5: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 5); break;
+        case 4: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 4); break;
+        case 3: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 3); break;
+        case 2: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 2); break;
+        default: matvec_blocks(out, x, panel, stride, bias, IC, o0, OC, 1); break;
+        }
+    }
+}
+
+// Rows of x that matmat_block takes at once: 2 x 8 accumulator vectors.
+#define MATMAT_ROWS 8
+
+// Row i of a packed block (16 words at w) unpacked into f (32 floats), in
+// output order.
+static inline void unpack_row(float* restrict f, const uint32_t* restrict w) {
+    #pragma omp simd
+    for (int k = 0; k < BF16_WORDS; k++) {
+        f[k] = bf16_low(w[k]);
+        f[BF16_WORDS + k] = bf16_high(w[k]);
+    }
+}
+
+// One block of a packed product for MATMAT_ROWS rows, its weights unpacked to
+// floats: out (rows, OC), outputs o0 .. o0 + 31 (cut at OC), = bias + x (rows,
+// IC) @ wf, wf (IC, 32) the block's weights in output order. Every output gets
+// the very additions of matvec_blocks, in the same order, so the two agree bit
+// for bit. With next not NULL, the rows of the next packed block (16 words
+// stride apart) are unpacked into wf_next on the way, so that their loads from
+// the outer caches overlap this block's arithmetic.
+static void matmat_block(float* restrict out, const float* restrict x,
+                         const float* restrict wf, const float* restrict bias, int IC,
+                         int o0, int OC, const uint32_t* restrict next, size_t stride,
+                         float* restrict wf_next) {
+    float lo[MATMAT_ROWS][BF16_WORDS], hi[MATMAT_ROWS][BF16_WORDS];
+    float blo[BF16_WORDS], bhi[BF16_WORDS];
+    acc_from_bias(blo, bias, o0, OC);
+    acc_from_bias(bhi, bias, o0 + BF16_WORDS, OC);
+    for (int r = 0; r < MATMAT_ROWS; r++) {
+        memcpy(lo[r], blo, sizeof(blo));
+        memcpy(hi[r], bhi, sizeof(bhi));
+    }
+    for (int i = 0; i < IC; i++) {
+        const float* w = wf + (size_t)i * BF16_BLOCK;
+        for (int r = 0; r < MATMAT_ROWS; r++) {
+            float xr = x[(size_t)r * IC + i];
+            #pragma omp simd
+            for (int k = 0; k < BF16_WORDS; k++) {
+                lo[r][k] += xr * w[k];
+                hi[r][k] += xr * w[BF16_WORDS + k];
+            }
+        }
+        if (next) unpack_row(wf_next + (size_t)i * BF16_BLOCK, next + (size_t)i * stride);
+    }
+    for (int r = 0; r < MATMAT_ROWS; r++) {
+        acc_store(out + (size_t)r * OC, lo[r], o0, OC);
+        acc_store(out + (size_t)r * OC, hi[r], o0 + BF16_WORDS, OC);
+    }
+}
+
+// Where block b of a packed (OC, IC) matrix of nb blocks starts: its row 0,
+// with the rows *stride words apart.
+static inline const uint32_t* packed_block(const uint32_t* wp, int IC, int nb, int b,
+                                           size_t* stride) {
+    int p = b / BF16_PANEL;
+    *stride = (size_t)panel_blocks(nb, p) * BF16_WORDS;
+    return wp + (size_t)IC * BF16_PANEL * BF16_WORDS * p +
+           (size_t)(b - p * BF16_PANEL) * BF16_WORDS;
+}
+
+// out (n, OC) = bias + x (n, IC) @ wp, row by row the same as matvec_bf16:
+// MATMAT_ROWS rows at a time, the rest one by one. Block by block, the block's
+// weights are unpacked to floats (into one half of wf, 2 (IC, 32), while the
+// previous block is being used from the other half), read from memory once,
+// and then serve every group of rows from the nearer caches.
+static void matmat_bf16(float* out, const float* x, const uint32_t* wp, const float* bias,
+                        int n, int IC, int OC, float* restrict wf) {
+    int nb = (OC + BF16_BLOCK - 1) / BF16_BLOCK;
+    int full = n / MATMAT_ROWS * MATMAT_ROWS;
+    if (full > 0) {
+        // the first block, then each one while the one before it is in use
+        float* cur = wf;
+        float* nxt = wf + (size_t)IC * BF16_BLOCK;
+        size_t stride;
+        const uint32_t* blk = packed_block(wp, IC, nb, 0, &stride);
+        for (int i = 0; i < IC; i++)
+            unpack_row(cur + (size_t)i * BF16_BLOCK, blk + (size_t)i * stride);
+        for (int b = 0; b < nb; b++) {
+            const uint32_t* next = NULL;
+            if (b + 1 < nb) next = packed_block(wp, IC, nb, b + 1, &stride);
+            for (int r = 0; r < full; r += MATMAT_ROWS)
+                matmat_block(out + (size_t)r * OC, x + (size_t)r * IC, cur, bias, IC,
+                             b * BF16_BLOCK, OC, r == 0 ? next : NULL, stride, nxt);
+            float* t = cur;
+            cur = nxt;
+            nxt = t;
+        }
+    }
+    for (int r = full; r < n; r++)
+        matvec_bf16(out + (size_t)r * OC, x + (size_t)r * IC, wp, bias, IC, OC);
+}
+
+// ---- the cache
+
+// A block of count floats (or words), zeroed when `zero` is set, that starts
+// on a cache line, so that no 512-bit load of a packed row or a cache row
+// straddles two lines. Exits with a message on failure; free() releases it.
+static void* xmalloc_lines(size_t count, size_t size, int zero, const char* what) {
+    size_t n = count * size;
+    if (n == 0) n = 1;
+    void* p = NULL;
+    if (posix_memalign(&p, 64, n) != 0) {
+        fprintf(stderr, "error: out of memory allocating %zu bytes for %s\n"
+                "       try a smaller --context or --channels\n", n, what);
+        exit(EXIT_FAILURE);
+    }
+    if (zero) memset(p, 0, n);
+    return p;
+}
+
+void kvcache_init(KVCache* kv, const Model* m, int precision) {
     const GameConfig* cfg = &m->config;
     size_t L = cfg->layers, C = cfg->channels, T = cfg->context, V = cfg->vocab_size;
+    if (precision != KV_FP32 && precision != KV_BF16) {
+        fprintf(stderr, "error: kvcache_init: precision %d is neither KV_FP32 nor KV_BF16\n",
+                precision);
+        exit(EXIT_FAILURE);
+    }
+    memset(kv, 0, sizeof(*kv));
     kv->capacity = cfg->context;
-    kv->keys = xcalloc(L * T * C, sizeof(float), "key cache");
-    kv->values = xcalloc(L * T * C, sizeof(float), "value cache");
-    kv->x = xcalloc(C, sizeof(float), "decode state");
-    kv->xb = xcalloc(C, sizeof(float), "decode state");
-    kv->qkv = xcalloc(3 * C, sizeof(float), "decode state");
-    kv->atty = xcalloc(C, sizeof(float), "decode state");
-    kv->att = xcalloc((size_t)cfg->heads * T, sizeof(float), "decode state");
-    kv->hidden = xcalloc(4 * C, sizeof(float), "decode state");
-    kv->logits = xcalloc(V, sizeof(float), "decode state");
-    kv->window_logits = xcalloc(T * V, sizeof(float), "decode state");
+    kv->key_stride = (cfg->context + 15) / 16 * 16;
+    kv->precision = precision;
+    // the caches start on cache lines; the keys are read (and masked) past the
+    // positions written, up to a multiple of 16, so they start as zeros
+    kv->keys = xmalloc_lines(L * C * kv->key_stride, sizeof(float), 1, "key cache");
+    kv->values = xmalloc_lines(L * T * C, sizeof(float), 1, "value cache");
+    kv->att = xmalloc_lines((size_t)cfg->heads * kv->key_stride, sizeof(float), 1,
+                            "decode state");
 
-    // the transposed matrices, layer by layer, then the head
+    // the state rows, which calloc zeroes as pages are first touched: most of
+    // them only model_prefill reaches
+    kv->x = xcalloc(T * C, sizeof(float), "decode state");
+    kv->xb = xcalloc(T * C, sizeof(float), "decode state");
+    kv->qkv = xcalloc(T * 3 * C, sizeof(float), "decode state");
+    kv->atty = xcalloc(T * C, sizeof(float), "decode state");
+    kv->hidden = xcalloc(T * 4 * C, sizeof(float), "decode state");
+    kv->hidden_gelu = xcalloc(T * 4 * C, sizeof(float), "decode state");
+    kv->logits = xcalloc(V, sizeof(float), "decode state");
+
+    // bfloat16: the packed matrices, layer by layer, then the head
+    if (precision == KV_BF16) {
+        size_t words = L * layer_wp_size(C) + bf16_packed_words(C, V);
+        kv->wp = xmalloc_lines(words, sizeof(uint32_t), 0, "decode weights");
+        kv->unpacked = xmalloc_lines(2 * 4 * C * BF16_BLOCK, sizeof(float), 1,
+                                     "decode scratch");
+        uint32_t* dst = kv->wp;
+        for (size_t l = 0; l < L; l++) {
+            BlockViews w;
+            block_views(&w, m, (int)l);
+            bf16_pack(dst, w.qkvw, 3 * C, C);
+            dst += bf16_packed_words(C, 3 * C);
+            bf16_pack(dst, w.attprojw, C, C);
+            dst += bf16_packed_words(C, C);
+            bf16_pack(dst, w.fcw, 4 * C, C);
+            dst += bf16_packed_words(C, 4 * C);
+            bf16_pack(dst, w.fcprojw, C, 4 * C);
+            dst += bf16_packed_words(4 * C, C);
+        }
+        bf16_pack(dst, m->params.t[P_WTE], V, C);
+        return;
+    }
+
+    // float: the transposed matrices, layer by layer, then the head
+    kv->window_logits = xcalloc(T * V, sizeof(float), "decode state");
     kv->wt = xmalloc((L * layer_wt_size(C) + C * V) * sizeof(float), "decode weights");
     for (size_t l = 0; l < L; l++) {
         BlockViews w;
@@ -727,12 +1047,15 @@ void kvcache_free(KVCache* kv) {
     free(kv->keys);
     free(kv->values);
     free(kv->wt);
+    free(kv->wp);
+    free(kv->unpacked);
     free(kv->x);
     free(kv->xb);
     free(kv->qkv);
     free(kv->atty);
-    free(kv->att);
     free(kv->hidden);
+    free(kv->hidden_gelu);
+    free(kv->att);
     free(kv->logits);
     free(kv->window_logits);
     memset(kv, 0, sizeof(*kv));
@@ -769,101 +1092,309 @@ static void matvec_t(float* restrict out, const float* restrict x,
     }
 }
 
-float* model_decode(Model* m, KVCache* kv, int token, int pos) {
-    const GameConfig* cfg = &m->config;
-    int C = cfg->channels, NH = cfg->heads, hs = C / NH, V = cfg->vocab_size;
-    float** p = m->params.t;
+// out (n, OC) = bias + x (n, IC) @ matrix k of block l (0 qkvw, 1 attprojw,
+// 2 fcw, 3 fcprojw; block L, k 0 is the head), in the cache's own copy and
+// precision, row by row.
+static void decode_linear(const KVCache* kv, float* out, const float* x, int l, int k,
+                          const float* bias, int n, int IC, int OC, int C) {
+    if (kv->precision == KV_FP32) {
+        static const size_t at[4] = {0, 3, 4, 8}; // in C C floats
+        const float* wt = kv->wt + l * layer_wt_size(C) + at[k] * C * C;
+        for (int r = 0; r < n; r++)
+            matvec_t(out + (size_t)r * OC, x + (size_t)r * IC, wt, bias, IC, OC);
+        return;
+    }
+    const uint32_t* wp = kv->wp + l * layer_wp_size(C);
+    if (k > 0) wp += bf16_packed_words(C, 3 * C);
+    if (k > 1) wp += bf16_packed_words(C, C);
+    if (k > 2) wp += bf16_packed_words(C, 4 * C);
+    matmat_bf16(out, x, wp, bias, n, IC, OC, kv->unpacked);
+}
+
+// out (C) = layernorm of x (C) with scale w and shift b, as layernorm_forward
+// computes a row. This, decode_gelu and attend are kept out of line so that
+// model_decode and model_prefill run the very same instructions: inlined into
+// copies of decode_rows specialised for one row, their vector reductions could
+// be compiled to add in another order, and the two must agree bit for bit.
+static __attribute__((noinline)) void decode_layernorm(float* out, const float* x,
+                                                       const float* w, const float* b,
+                                                       int C) {
     float mean, rstd;
+    layernorm_row(out, &mean, &rstd, x, w, b, C);
+}
+
+// out (N) = GELU of x (N), the formula of gelu_forward, as a plain vector loop
+// without gelu_forward's parallel region (a decode step has only 4C elements),
+// out of line for the reason above.
+static __attribute__((noinline)) void decode_gelu(float* restrict out,
+                                                  const float* restrict x, size_t N) {
+    #pragma omp simd
+    for (size_t i = 0; i < N; i++) {
+        float xi = x[i];
+        float u = GELU_K * (xi + GELU_C * xi * xi * xi);
+        out[i] = 0.5f * xi * (1.0f + fast_tanhf(u));
+    }
+}
+
+// Scores of one head over W positions (W a multiple of 16, a constant once
+// inlined, so that the sums stay in registers): a (W) = q (hs) . the columns of
+// kh, rows of kT ks floats apart. Four partial sums over i = 4u + j (j = 0..3;
+// the last hs % 4 channels go to the first), added as (s0 + s1) + (s2 + s3), so
+// that four chains of additions run side by side.
+static inline __attribute__((always_inline)) void
+head_scores(float* restrict a, const float* restrict q, const float* restrict kh, int ks,
+            int hs, int W) {
+    float s[4][64] = {{0}};
+    int i = 0;
+    for (; i + 4 <= hs; i += 4) {
+        for (int j = 0; j < 4; j++) {
+            float qi = q[i + j];
+            const float* krow = kh + (size_t)(i + j) * ks;
+            #pragma omp simd
+            for (int t = 0; t < W; t++) s[j][t] += qi * krow[t];
+        }
+    }
+    for (; i < hs; i++) {
+        float qi = q[i];
+        const float* krow = kh + (size_t)i * ks;
+        #pragma omp simd
+        for (int t = 0; t < W; t++) s[0][t] += qi * krow[t];
+    }
+    #pragma omp simd
+    for (int t = 0; t < W; t++) a[t] = (s[0][t] + s[1][t]) + (s[2][t] + s[3][t]);
+}
+
+// The largest and the sum of 16 lanes, combined as a tree (lane k with lane
+// k + 8, then k + 4, ...), so that the order is fixed and the chain short.
+static inline float lanes_max(float* v) {
+    for (int w = 8; w >= 1; w /= 2)
+        for (int k = 0; k < w; k++) v[k] = v[k + w] > v[k] ? v[k + w] : v[k];
+    return v[0];
+}
+
+static inline float lanes_sum(float* v) {
+    for (int w = 8; w >= 1; w /= 2)
+        for (int k = 0; k < w; k++) v[k] += v[k + w];
+    return v[0];
+}
+
+// Channels c0 .. c0 + W - 1 (W a multiple of 16, at most 64, a constant once
+// inlined) of one query's attention output: out[c] = sum over t < n of
+// p[h][t] v[t][c], h the head of channel c (hs a multiple of 16, so each
+// vector of 16 channels has one head), p (NH, ks) the probabilities. Two
+// partial sums (even and odd t) of 2 W / 16 vectors stay in registers while
+// the rows of v (cap, C) stream past in order.
+static inline __attribute__((always_inline)) void
+head_values(float* restrict out, const float* restrict att, const float* restrict v,
+            int n, int ks, int C, int hs, int c0, int W) {
+    float even[64] = {0}, odd[64] = {0};
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+        const float* v0 = v + (size_t)t * C + c0;
+        const float* v1 = v0 + C;
+        for (int k = 0; k < W / 16; k++) {
+            const float* p = att + (size_t)((c0 + 16 * k) / hs) * ks + t;
+            float p0 = p[0], p1 = p[1];
+            #pragma omp simd
+            for (int i = 0; i < 16; i++) {
+                even[16 * k + i] += p0 * v0[16 * k + i];
+                odd[16 * k + i] += p1 * v1[16 * k + i];
+            }
+        }
+    }
+    if (t < n) {
+        const float* v0 = v + (size_t)t * C + c0;
+        for (int k = 0; k < W / 16; k++) {
+            float p0 = att[(size_t)((c0 + 16 * k) / hs) * ks + t];
+            #pragma omp simd
+            for (int i = 0; i < 16; i++) even[16 * k + i] += p0 * v0[16 * k + i];
+        }
+    }
+    #pragma omp simd
+    for (int i = 0; i < W; i++) out[c0 + i] = even[i] + odd[i];
+}
+
+// One query's causal attention over the cached positions 0 .. pos of a block:
+// out (C) from q (C), the keys kT (C, ks) and the values v (cap, C), with the
+// scores of head h in att[h ks ..] (NH, ks) as scratch. ks is a multiple of 16,
+// so that the scores and the softmax run over whole vectors, past pos up to
+// the next multiple of 16: those extra positions are masked out before the
+// softmax sums. The sums are split (head_scores, head_values) into chains that
+// run side by side; decoding and prefilling both come here, so they agree.
+static __attribute__((noinline)) void attend(float* restrict out, float* restrict att,
+                                             const float* restrict q,
+                                             const float* restrict kT,
+                                             const float* restrict v, int pos, int ks,
+                                             int C, int NH) {
+    int hs = C / NH, n = pos + 1, n16 = (n + 15) / 16 * 16;
     float scale = 1.0f / sqrtf((float)hs);
 
-    // embedding of this token at this position
-    for (int c = 0; c < C; c++)
-        kv->x[c] = p[P_WTE][(size_t)token * C + c] + p[P_WPE][(size_t)pos * C + c];
-
-    for (int l = 0; l < cfg->layers; l++) {
-        BlockViews w;
-        block_views(&w, m, l);
-        float* kcache = kv->keys + (size_t)l * kv->capacity * C;
-        float* vcache = kv->values + (size_t)l * kv->capacity * C;
-        const float* wt = kv->wt + l * layer_wt_size(C);
-        size_t CC = (size_t)C * C;
-
-        // q, k, v of this position; k and v go into the cache
-        layernorm_forward(kv->xb, &mean, &rstd, kv->x, w.ln1w, w.ln1b, 1, C);
-        matvec_t(kv->qkv, kv->xb, wt, w.qkvb, C, 3 * C);
-        memcpy(kcache + (size_t)pos * C, kv->qkv + C, C * sizeof(float));
-        memcpy(vcache + (size_t)pos * C, kv->qkv + 2 * C, C * sizeof(float));
-
-        // attention of this query over the cached positions 0..pos
-        for (int h = 0; h < NH; h++) {
-            const float* q = kv->qkv + h * hs;
-            float* a = kv->att + (size_t)h * kv->capacity;
-            float maxv = -INFINITY;
-            for (int t2 = 0; t2 <= pos; t2++) {
-                const float* k = kcache + (size_t)t2 * C + h * hs;
-                float s = 0.0f;
-                #pragma omp simd reduction(+ : s)
-                for (int i = 0; i < hs; i++) s += q[i] * k[i];
-                a[t2] = s * scale;
-                maxv = a[t2] > maxv ? a[t2] : maxv;
-            }
-            float sum = 0.0f;
-            #pragma omp simd reduction(+ : sum)
-            for (int t2 = 0; t2 <= pos; t2++) {
-                a[t2] = fast_expf(a[t2] - maxv);
-                sum += a[t2];
-            }
-            float* o = kv->atty + h * hs;
-            for (int i = 0; i < hs; i++) o[i] = 0.0f;
-            float inv = 1.0f / sum;
-            for (int t2 = 0; t2 <= pos; t2++) {
-                const float* v = vcache + (size_t)t2 * C + h * hs;
-                float wt2 = a[t2] * inv;
-                #pragma omp simd
-                for (int i = 0; i < hs; i++) o[i] += wt2 * v[i];
+    for (int h = 0; h < NH; h++) {
+        // scores q_h . k_t, in chunks of up to 64 positions
+        float* a = att + (size_t)h * ks;
+        const float* qh = q + h * hs;
+        const float* kh = kT + (size_t)h * hs * ks;
+        for (int t0 = 0; t0 < n16; t0 += 64) {
+            switch (n16 - t0 < 64 ? n16 - t0 : 64) {
+            case 64: head_scores(a + t0, qh, kh + t0, ks, hs, 64); break;
+            case 48: head_scores(a + t0, qh, kh + t0, ks, hs, 48); break;
+            case 32: head_scores(a + t0, qh, kh + t0, ks, hs, 32); break;
+            default: head_scores(a + t0, qh, kh + t0, ks, hs, 16); break;
             }
         }
 
-        // output projection and residual
-        matvec_t(kv->xb, kv->atty, wt + 3 * CC, w.attprojb, C, C);
-        for (int c = 0; c < C; c++) kv->x[c] += kv->xb[c];
-
-        // MLP and residual
-        layernorm_forward(kv->xb, &mean, &rstd, kv->x, w.ln2w, w.ln2b, 1, C);
-        matvec_t(kv->hidden, kv->xb, wt + 4 * CC, w.fcb, C, 4 * C);
-        gelu_forward(kv->hidden, kv->hidden, 4 * (size_t)C);
-        matvec_t(kv->xb, kv->hidden, wt + 8 * CC, w.fcprojb, 4 * C, C);
-        for (int c = 0; c < C; c++) kv->x[c] += kv->xb[c];
+        // softmax of the scaled scores, zero past pos, 16 lanes at a time
+        float lane_max[16], lane_sum[16];
+        for (int k = 0; k < 16; k++) lane_max[k] = -INFINITY;
+        for (int t0 = 0; t0 < n16; t0 += 16) {
+            #pragma omp simd
+            for (int k = 0; k < 16; k++) {
+                float e = t0 + k < n ? a[t0 + k] * scale : -INFINITY;
+                a[t0 + k] = e;
+                lane_max[k] = e > lane_max[k] ? e : lane_max[k];
+            }
+        }
+        float maxv = lanes_max(lane_max);
+        for (int k = 0; k < 16; k++) lane_sum[k] = 0.0f;
+        for (int t0 = 0; t0 < n16; t0 += 16) {
+            #pragma omp simd
+            for (int k = 0; k < 16; k++) {
+                float e = t0 + k < n ? fast_expf(a[t0 + k] - maxv) : 0.0f;
+                a[t0 + k] = e;
+                lane_sum[k] += e;
+            }
+        }
+        float inv = 1.0f / lanes_sum(lane_sum);
+        for (int t0 = 0; t0 < n16; t0 += 16) {
+            #pragma omp simd
+            for (int k = 0; k < 16; k++) a[t0 + k] *= inv;
+        }
     }
 
-    // final layernorm and the tied head
-    layernorm_forward(kv->xb, &mean, &rstd, kv->x, p[P_LNFW], p[P_LNFB], 1, C);
-    matvec_t(kv->logits, kv->xb, kv->wt + cfg->layers * layer_wt_size(C), NULL, C, V);
+    // out_h = sum over t of p[h][t] v_t, in chunks of up to 64 channels that
+    // stay in registers while the positions' values stream past in order
+    if (hs % 16 == 0) {
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            switch (C - c0 < 64 ? C - c0 : 64) {
+            case 64: head_values(out, att, v, n, ks, C, hs, c0, 64); break;
+            case 48: head_values(out, att, v, n, ks, C, hs, c0, 48); break;
+            case 32: head_values(out, att, v, n, ks, C, hs, c0, 32); break;
+            default: head_values(out, att, v, n, ks, C, hs, c0, 16); break;
+            }
+        }
+        return;
+    }
+    memset(out, 0, C * sizeof(float));
+    for (int t = 0; t < n; t++) {
+        const float* vt = v + (size_t)t * C;
+        for (int h = 0; h < NH; h++) {
+            float p = att[(size_t)h * ks + t];
+            #pragma omp simd
+            for (int i = 0; i < hs; i++) out[h * hs + i] += p * vt[h * hs + i];
+        }
+    }
+}
+
+// Rows r = 0 .. n - 1 of the decode state: token tokens[r] at position pos0 + r,
+// through every block, each attending to the cached positions up to its own,
+// and their keys and values into the cache. The logits of the last row go to
+// kv->logits. Rows that nothing later reads are dropped on the way: the last
+// block takes only the last row past its keys and values.
+static void decode_rows(Model* m, KVCache* kv, const int* tokens, int pos0, int n) {
+    const GameConfig* cfg = &m->config;
+    int C = cfg->channels, NH = cfg->heads, L = cfg->layers, V = cfg->vocab_size;
+    int cap = kv->capacity, ks = kv->key_stride;
+    size_t C3 = 3 * (size_t)C, C4 = 4 * (size_t)C;
+    float** p = m->params.t;
+
+    // embeddings of these tokens at these positions
+    for (int r = 0; r < n; r++) {
+        const float* e = p[P_WTE] + (size_t)tokens[r] * C;
+        const float* wpe = p[P_WPE] + (size_t)(pos0 + r) * C;
+        float* x = kv->x + (size_t)r * C;
+        for (int c = 0; c < C; c++) x[c] = e[c] + wpe[c];
+    }
+
+    for (int l = 0; l < L; l++) {
+        BlockViews w;
+        block_views(&w, m, l);
+        float* kT = kv->keys + (size_t)l * C * ks;
+        float* vc = kv->values + (size_t)l * cap * C;
+
+        // q, k, v of every row; k and v go into the cache
+        for (int r = 0; r < n; r++)
+            decode_layernorm(kv->xb + (size_t)r * C, kv->x + (size_t)r * C, w.ln1w, w.ln1b,
+                             C);
+        decode_linear(kv, kv->qkv, kv->xb, l, 0, w.qkvb, n, C, 3 * C, C);
+        for (int c = 0; c < C; c++) {
+            float* krow = kT + (size_t)c * ks + pos0;
+            for (int r = 0; r < n; r++) krow[r] = kv->qkv[r * C3 + C + c];
+        }
+        for (int r = 0; r < n; r++)
+            memcpy(vc + (size_t)(pos0 + r) * C, kv->qkv + r * C3 + 2 * C, C * sizeof(float));
+
+        // attention, output projection and residual, for the rows still needed
+        int r0 = l == L - 1 ? n - 1 : 0, nr = n - r0;
+        float* x = kv->x + (size_t)r0 * C;
+        float* xb = kv->xb + (size_t)r0 * C;
+        float* atty = kv->atty + (size_t)r0 * C;
+        for (int r = r0; r < n; r++)
+            attend(kv->atty + (size_t)r * C, kv->att, kv->qkv + r * C3, kT, vc, pos0 + r,
+                   ks, C, NH);
+        decode_linear(kv, xb, atty, l, 1, w.attprojb, nr, C, C, C);
+        for (size_t i = 0; i < (size_t)nr * C; i++) x[i] += xb[i];
+
+        // MLP and residual
+        for (int r = 0; r < nr; r++)
+            decode_layernorm(xb + (size_t)r * C, x + (size_t)r * C, w.ln2w, w.ln2b, C);
+        float* hidden = kv->hidden + r0 * C4;
+        float* hidden_gelu = kv->hidden_gelu + r0 * C4;
+        decode_linear(kv, hidden, xb, l, 2, w.fcb, nr, C, 4 * C, C);
+        decode_gelu(hidden_gelu, hidden, nr * C4);
+        decode_linear(kv, xb, hidden_gelu, l, 3, w.fcprojb, nr, 4 * C, C, C);
+        for (size_t i = 0; i < (size_t)nr * C; i++) x[i] += xb[i];
+    }
+
+    // final layernorm and the tied head, for the last row
+    float* xb = kv->xb + (size_t)(n - 1) * C;
+    decode_layernorm(xb, kv->x + (size_t)(n - 1) * C, p[P_LNFW], p[P_LNFB], C);
+    decode_linear(kv, kv->logits, xb, L, 0, NULL, 1, C, V, C);
+}
+
+float* model_decode(Model* m, KVCache* kv, int token, int pos) {
+    decode_rows(m, kv, &token, pos, 1);
     return kv->logits;
 }
 
 float* model_prefill(Model* m, KVCache* kv, const int* tokens, int n) {
     const GameConfig* cfg = &m->config;
     size_t C = cfg->channels, V = cfg->vocab_size;
-    if (n < 1 || n > kv->capacity) {
-        fprintf(stderr, "error: model_prefill of %d tokens (1 to %d possible)\n", n,
-                kv->capacity);
+    int cap = kv->capacity;
+    if (n < 1 || n > cap) {
+        fprintf(stderr, "error: model_prefill of %d tokens (1 to %d possible)\n", n, cap);
         exit(EXIT_FAILURE);
     }
 
-    // one forward pass over the tokens as a single sequence, without noise
+    // bfloat16: the decode steps, several rows at a time
+    if (kv->precision == KV_BF16) {
+        decode_rows(m, kv, tokens, 0, n);
+        return kv->logits;
+    }
+
+    // float: one forward pass over the tokens as a single sequence, without noise
     NoiseConfig saved = m->noise;
     memset(&m->noise, 0, sizeof(m->noise));
     forward_impl(m, tokens, NULL, 1, n, kv->window_logits, kv->wt);
     m->noise = saved;
 
-    // every layer's keys and values into the cache
+    // every layer's keys (transposed) and values into the cache
     for (int l = 0; l < cfg->layers; l++) {
         const float* qkv = m->acts.t[A_QKV] + (size_t)l * n * 3 * C;
-        float* kc = kv->keys + (size_t)l * kv->capacity * C;
-        float* vc = kv->values + (size_t)l * kv->capacity * C;
+        float* kT = kv->keys + (size_t)l * C * kv->key_stride;
+        float* vc = kv->values + (size_t)l * cap * C;
         for (int t = 0; t < n; t++) {
-            memcpy(kc + t * C, qkv + t * 3 * C + C, C * sizeof(float));
+            for (size_t c = 0; c < C; c++)
+                kT[c * kv->key_stride + t] = qkv[t * 3 * C + C + c];
             memcpy(vc + t * C, qkv + t * 3 * C + 2 * C, C * sizeof(float));
         }
     }

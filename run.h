@@ -20,6 +20,7 @@ typedef struct {
     const char* prompt;      // -i TEXT
     const char* prompt_file; // -f FILE
     int no_cache;            // --no-cache: recompute the window for every token
+    int fp32;                // --fp32: keep the float weights (else rounded to bf16)
     int noise;               // --noise: sample with the GAME noise the model learned
     int threads;             // --threads (default 1)
     int info;                // --info: describe the checkpoint instead of sampling

@@ -28,6 +28,7 @@ void sampler_init(Sampler* s, int vocab_size, float temperature, int top_k, floa
     s->seed = seed;
     s->draws = 0;
     s->no_cache = 0;
+    s->precision = KV_FP32;
     s->probs = xmalloc((size_t)vocab_size * sizeof(float), "sampler");
     s->order = xmalloc((size_t)vocab_size * sizeof(int), "sampler");
 }
@@ -135,7 +136,7 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
               long n_new, FILE* out) {
     int noisy = m->noise.block || m->noise.logits || m->noise.head;
     Window w = {m, {0}, NULL, 0, s->no_cache || noisy, 0, NULL};
-    kvcache_init(&w.kv, m);
+    kvcache_init(&w.kv, m, s->precision);
     w.window = xmalloc((size_t)m->config.context * sizeof(int), "window");
     if (w.no_cache) {
         size_t n = (size_t)m->config.context * m->config.vocab_size;

@@ -13,6 +13,9 @@ typedef struct {
     uint64_t seed;     // the draws are keyed on (seed, draw number)
     uint64_t draws;    // draws made so far
     int no_cache;      // generate() recomputes the whole window per token (for benchmarks)
+    int precision;     // generate()'s KV cache decodes in KV_FP32 (sampler_init's
+                       // choice) or KV_BF16 (game.h): bf16 is exact for a model
+                       // rounded with model_round_bf16, as run does
     float* probs;      // (V) scratch
     int* order;        // (V) scratch: token ids sorted by probability
 } Sampler;
@@ -41,8 +44,11 @@ int sampler_sample(Sampler* s, const float* logits);
 // With any of m->noise's sites switched on, the text is sampled from the noisy
 // network GAME trains (C2 and C5 noise at the model's learned scales, drawn
 // afresh for every token, keyed on m->noise.seed): that needs the full forward
-// pass, so the KV cache is not used. Returns the number of tokens written, or
-// -1 if the model produced a non-finite logit (after a message on stderr).
+// pass, so the KV cache is not used. The cache decodes in s->precision: KV_BF16
+// is meant for a model rounded with model_round_bf16 (then the cache, the
+// window's prefills and the full forward pass all compute that one model).
+// Returns the number of tokens written, or -1 if the model produced a
+// non-finite logit (after a message on stderr).
 struct Model;
 struct Tokenizer;
 long generate(struct Model* m, const struct Tokenizer* tk, Sampler* s, const int* prompt,

@@ -1037,13 +1037,27 @@ Test(model, gradients_all_noise_sites, .init = one_thread) { check_model_gradien
 // matrix-vector product), so they agree to rounding, about 1e-6 at these sizes.
 #define KV_TOL 1e-4
 
-Test(model, kv_cache_decode_matches_full_forward, .init = one_thread) {
-    GameConfig cfg = {12, 13, 2, 2, 16};
-    int B = 2, T = 12, V = cfg.vocab_size;
+// The decode shapes: the first has a head size of 8 (the attention's general
+// path) and outputs narrower than one packed block of 32; the second a head size
+// of 16, a vocabulary of 45 (a block and a part) and full panels of 8 blocks; the
+// third a context past 64, so the scores run over more than one chunk.
+static const GameConfig KV_CFGS[] = {
+    {12, 13, 2, 2, 16},
+    {40, 45, 2, 4, 64},
+    {70, 7, 1, 2, 32},
+};
+#define NUM_KV_CFGS (int)(sizeof(KV_CFGS) / sizeof(KV_CFGS[0]))
+
+// Decodes B = 2 random sequences of the context's length in `precision` and
+// checks every position's logits against model_forward's, within KV_TOL; with
+// `round`, the model's matrices are first rounded to bfloat16.
+static void check_decode_against_forward(const GameConfig* cfg, int precision, int round) {
+    int B = 2, T = cfg->context, V = cfg->vocab_size;
     Model m;
-    random_model(&m, &cfg, 8, 0.2);
+    random_model(&m, cfg, 8, 0.2);
+    if (round) model_round_bf16(&m);
     TestRng r = {77};
-    int tokens[2 * 12];
+    int* tokens = test_calloc((size_t)B * T, sizeof(int));
     random_tokens(&r, tokens, B * T, V);
     float* logits = test_calloc((size_t)B * T * V, sizeof(float));
     model_forward(&m, tokens, NULL, B, T, logits);
@@ -1052,20 +1066,273 @@ Test(model, kv_cache_decode_matches_full_forward, .init = one_thread) {
     // which must ignore them
     m.noise = (NoiseConfig){1, 1, 1, 1, 2.0f, 5, 5};
     KVCache kv;
-    kvcache_init(&kv, &m);
+    kvcache_init(&kv, &m, precision);
+    cr_assert_eq(kv.precision, precision);
     for (int b = 0; b < B; b++) {
         for (int pos = 0; pos < T; pos++) {
             const float* lg = model_decode(&m, &kv, tokens[b * T + pos], pos);
             for (int v = 0; v < V; v++) {
                 float want = logits[((size_t)b * T + pos) * V + v];
                 double e = fabs(lg[v] - want);
-                cr_assert(e <= KV_TOL, "logits[b %d, pos %d, v %d]: decode %.9g, forward %.9g",
-                          b, pos, v, lg[v], want);
+                cr_assert(e <= KV_TOL, "C %d, precision %d: logits[b %d, pos %d, v %d]: "
+                          "decode %.9g, forward %.9g", cfg->channels, precision, b, pos,
+                          v, lg[v], want);
             }
         }
     }
     kvcache_free(&kv);
     free(logits);
+    free(tokens);
+    model_free(&m);
+}
+
+Test(model, kv_cache_decode_matches_full_forward, .init = one_thread) {
+    for (int i = 0; i < NUM_KV_CFGS; i++) check_decode_against_forward(&KV_CFGS[i], KV_FP32, 0);
+}
+
+// bfloat16 decoding is exact for a rounded model, so it meets the same tolerance
+// against the rounded model's full forward pass.
+Test(model, kv_cache_bf16_decode_matches_rounded_forward, .init = one_thread) {
+    for (int i = 0; i < NUM_KV_CFGS; i++) check_decode_against_forward(&KV_CFGS[i], KV_BF16, 1);
+}
+
+// The float32 decoder on a rounded model: the same, so the two precisions
+// decode the same model.
+Test(model, kv_cache_fp32_decode_of_rounded_model, .init = one_thread) {
+    check_decode_against_forward(&KV_CFGS[1], KV_FP32, 1);
+}
+
+// model_prefill of n tokens against n model_decode calls from an empty cache:
+// the logits after the last token and the cached keys and values of every
+// position. In bfloat16 the prefill is the decode steps batched, so they must
+// agree bit for bit (n = 11 takes one batch of 8 rows and 3 single rows); in
+// float32 it is the full forward pass, equal within KV_TOL.
+static void check_prefill(const GameConfig* cfg, int precision, int n) {
+    int C = cfg->channels, V = cfg->vocab_size;
+    Model m;
+    random_model(&m, cfg, 21, 0.2);
+    model_round_bf16(&m);
+    TestRng r = {5};
+    int* tokens = test_calloc((size_t)n, sizeof(int));
+    random_tokens(&r, tokens, n, V);
+    KVCache a, b;
+    kvcache_init(&a, &m, precision);
+    kvcache_init(&b, &m, precision);
+    const float* pl = model_prefill(&m, &a, tokens, n);
+    const float* dl = NULL;
+    for (int t = 0; t < n; t++) dl = model_decode(&m, &b, tokens[t], t);
+    double tol = precision == KV_BF16 ? 0.0 : KV_TOL;
+    for (int v = 0; v < V; v++) {
+        cr_assert(fabs(pl[v] - dl[v]) <= tol, "C %d, n %d, precision %d: logits[%d]: "
+                  "prefill %.9g, decode %.9g", C, n, precision, v, pl[v], dl[v]);
+    }
+    for (int l = 0; l < cfg->layers; l++) {
+        for (int t = 0; t < n; t++) {
+            for (int c = 0; c < C; c++) {
+                size_t ki = ((size_t)l * C + c) * a.key_stride + t;
+                size_t vi = ((size_t)l * a.capacity + t) * C + c;
+                cr_assert(fabs(a.keys[ki] - b.keys[ki]) <= tol, "C %d, n %d, precision "
+                          "%d: key[l %d, c %d, t %d]: prefill %.9g, decode %.9g", C, n,
+                          precision, l, c, t, a.keys[ki], b.keys[ki]);
+                cr_assert(fabs(a.values[vi] - b.values[vi]) <= tol, "C %d, n %d, "
+                          "precision %d: value[l %d, t %d, c %d]: prefill %.9g, decode "
+                          "%.9g", C, n, precision, l, t, c, a.values[vi], b.values[vi]);
+            }
+        }
+    }
+    kvcache_free(&a);
+    kvcache_free(&b);
+    free(tokens);
+    model_free(&m);
+}
+
+Test(model, kv_cache_prefill_matches_decode, .init = one_thread) {
+    for (int i = 0; i < NUM_KV_CFGS; i++) {
+        int T = KV_CFGS[i].context;
+        int ns[] = {1, 11 < T ? 11 : T, T};
+        for (int k = 0; k < 3; k++) {
+            check_prefill(&KV_CFGS[i], KV_BF16, ns[k]);
+            check_prefill(&KV_CFGS[i], KV_FP32, ns[k]);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Model: bfloat16 weights
+
+// A float from its bits, and back.
+static float float_of_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+static uint32_t bits_of_float(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    return u;
+}
+
+// Round to nearest even on values whose neighbours are worked out by hand: the
+// bfloat16 values nearest 1 are 1 and 1 + 2^-7 (8 significant bits), so
+// 1 + 2^-8 is half way and goes to the even 1, 1 + 3 * 2^-8 is half way between
+// 1 + 2^-7 (odd last bit) and 1 + 2^-6 and goes up; a hair above half way goes
+// up, a hair below goes down; rounding 2 - 2^-23 up carries into the exponent.
+Test(model, bf16_rounding_is_nearest_even) {
+    struct { float in, want; } cases[] = {
+        {1.0f, 1.0f},
+        {1.00390625f, 1.0f},           // 1 + 2^-8: tie, to even
+        {1.01171875f, 1.015625f},      // 1 + 3 2^-8: tie, to even 1 + 2^-6
+        {1.0078125f, 1.0078125f},      // 1 + 2^-7: exact
+        {1.0039063692092896f, 1.0078125f}, // 1 + 2^-8 + 2^-23: above the tie
+        {1.0039061307907104f, 1.0f},   // 1 + 2^-8 - 2^-23: below the tie
+        {-1.00390625f, -1.0f},         // the sign does not matter
+        {-1.01171875f, -1.015625f},
+        {1.9999998807907104f, 2.0f},   // 2 - 2^-23: carries into the exponent
+        {1.99609375f, 2.0f},           // 2 - 2^-8: tie between 2 - 2^-7 (odd) and 2
+        {0.0f, 0.0f},
+        {3.0f, 3.0f},
+        {1e-3f, 0.00099945068359375f},  // 0x3a83126f: the low half is below 0x8000
+        {0.1f, 0.10009765625f},         // 0x3dcccccd: above, so 0x3dcd
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        float got = bf16_round(cases[i].in);
+        cr_expect(bits_of_float(got) == bits_of_float(cases[i].want),
+                  "bf16_round(%.10g) = %.10g, want %.10g", cases[i].in, got, cases[i].want);
+        cr_expect_eq(bf16_from_float(cases[i].in), bits_of_float(cases[i].want) >> 16,
+                     "bf16_from_float(%.10g)", cases[i].in);
+    }
+
+    // the bits on their own: ties at 0x8000 below the kept half go to the even
+    // neighbour, also for the smallest (subnormal) numbers
+    cr_expect_eq(bf16_from_float(float_of_bits(0x3f808000u)), 0x3f80);
+    cr_expect_eq(bf16_from_float(float_of_bits(0x3f818000u)), 0x3f82);
+    cr_expect_eq(bf16_from_float(float_of_bits(0x00008000u)), 0x0000);
+    cr_expect_eq(bf16_from_float(float_of_bits(0x00018000u)), 0x0002);
+    cr_expect_eq(bf16_from_float(float_of_bits(0x00018001u)), 0x0002);
+
+    // the largest float rounds past the largest bfloat16 (0x7f7f) to infinity;
+    // infinities stay; a NaN whose payload is only in the lower half stays a NaN
+    cr_expect_eq(bf16_from_float(float_of_bits(0x7f7fffffu)), 0x7f80);
+    cr_expect_eq(bf16_from_float(float_of_bits(0xff7fffffu)), 0xff80);
+    cr_expect_eq(bf16_from_float(INFINITY), 0x7f80);
+    cr_expect_eq(bf16_from_float(-INFINITY), 0xff80);
+    cr_expect(isnan(bf16_round(float_of_bits(0x7f800001u))), "a NaN became a number");
+    cr_expect(isnan(bf16_round(NAN)));
+
+    // and back: bf16_to_float puts the bits in the upper half
+    cr_expect(bits_of_float(bf16_to_float(0x3f80)) == 0x3f800000u);
+    cr_expect(bits_of_float(bf16_to_float(0xc2f7)) == 0xc2f70000u);
+}
+
+// model_round_bf16 rounds the five matrices (wte, qkvw, attprojw, fcw, fcprojw)
+// and nothing else.
+Test(model, model_round_bf16_rounds_only_the_matrices) {
+    GameConfig cfg = {8, 11, 2, 2, 16};
+    Model m, orig;
+    random_model(&m, &cfg, 4, 0.3);
+    random_model(&orig, &cfg, 4, 0.3);
+    model_round_bf16(&m);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int matrix = i == P_WTE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW ||
+                     i == P_FCPROJW;
+        for (size_t j = 0; j < m.param_sizes[i]; j++) {
+            float got = m.params.t[i][j], was = orig.params.t[i][j];
+            if (!matrix) {
+                cr_assert(bits_of_float(got) == bits_of_float(was), "%s[%zu] changed",
+                          param_name(i), j);
+                continue;
+            }
+
+            // no bits in the lower half, and within half a bfloat16 step, which
+            // is at most 2^-8 of the value (8 significant bits)
+            cr_assert((bits_of_float(got) & 0xffffu) == 0, "%s[%zu] = %.9g not rounded",
+                      param_name(i), j, got);
+            cr_assert(fabs(got - was) <= ldexp(fabs(was), -8), "%s[%zu]: %.9g -> %.9g",
+                      param_name(i), j, was, got);
+        }
+    }
+    model_free(&m);
+    model_free(&orig);
+}
+
+// The packed layout, unpacked here by its documented formula, gives back every
+// weight bit for bit, with zeros past OC: for OC = 45 (one block and a part)
+// and OC = 300 (a panel of 8 blocks, then a panel of 2 whose last block has 12
+// outputs). The weights are bfloat16 values made from random 16-bit patterns,
+// so the packing must keep them exactly.
+static void check_packed_layout(int OC, int IC) {
+    TestRng r = {(uint64_t)OC * 31 + IC};
+    float* w = test_calloc((size_t)OC * IC, sizeof(float));
+    for (size_t i = 0; i < (size_t)OC * IC; i++) {
+        uint32_t b = (uint32_t)(test_rng_next(&r) >> 48);
+        b &= 0xbfffu; // exponents below 128: no infinity or NaN
+        w[i] = float_of_bits(b << 16);
+    }
+    size_t words = bf16_packed_words(IC, OC);
+    int nb = (OC + 31) / 32;
+    cr_assert_eq(words, (size_t)IC * nb * 16);
+    uint32_t* p = test_calloc(words, sizeof(uint32_t));
+    bf16_pack(p, w, OC, IC);
+    for (int b = 0; b < nb; b++) {
+        int panel = b / 8, np = nb - 8 * panel < 8 ? nb - 8 * panel : 8;
+        for (int i = 0; i < IC; i++) {
+            for (int k = 0; k < 16; k++) {
+                uint32_t word = p[(size_t)128 * IC * panel + (size_t)16 * np * i +
+                                  16 * (b - 8 * panel) + k];
+                int olo = 32 * b + k, ohi = olo + 16;
+                uint32_t lo = word << 16, hi = word & 0xffff0000u;
+                uint32_t want_lo = olo < OC ? bits_of_float(w[(size_t)olo * IC + i]) : 0;
+                uint32_t want_hi = ohi < OC ? bits_of_float(w[(size_t)ohi * IC + i]) : 0;
+                cr_assert_eq(lo, want_lo, "OC %d: w[%d][%d] unpacks to 0x%08x, not 0x%08x",
+                             OC, olo, i, lo, want_lo);
+                cr_assert_eq(hi, want_hi, "OC %d: w[%d][%d] unpacks to 0x%08x, not 0x%08x",
+                             OC, ohi, i, hi, want_hi);
+            }
+        }
+    }
+    free(p);
+    free(w);
+}
+
+Test(model, bf16_packed_layout_unpacks_exactly) {
+    check_packed_layout(45, 5);
+    check_packed_layout(300, 3);
+}
+
+// What the rounding costs: the logits of a random model against those of the
+// same model rounded to bfloat16. Each weight moves by at most 2^-8 of itself,
+// which moves a logit by far less than the sum of |x w| 2^-8 along the way; on
+// this model the largest change is about 0.01 (logits spread over about +-3),
+// so 0.05 leaves room while a wrong rounding (say, truncation of the wrong
+// half, or a lost sign) moves logits by whole units.
+#define BF16_LOGIT_GAP 0.05
+
+Test(model, bf16_rounding_moves_logits_little, .init = one_thread) {
+    GameConfig cfg = {16, 23, 2, 4, 64};
+    int B = 2, T = cfg.context, V = cfg.vocab_size;
+    Model m;
+    random_model(&m, &cfg, 33, 0.1);
+    TestRng r = {9};
+    int tokens[2 * 16];
+    random_tokens(&r, tokens, B * T, V);
+    float* exact = test_calloc((size_t)B * T * V, sizeof(float));
+    float* rounded = test_calloc((size_t)B * T * V, sizeof(float));
+    model_forward(&m, tokens, NULL, B, T, exact);
+    model_round_bf16(&m);
+    model_forward(&m, tokens, NULL, B, T, rounded);
+    double gap = 0.0, spread = 0.0;
+    for (size_t i = 0; i < (size_t)B * T * V; i++) {
+        gap = fmax(gap, fabs(exact[i] - rounded[i]));
+        spread = fmax(spread, fabs(exact[i]));
+    }
+    cr_expect(gap <= BF16_LOGIT_GAP, "rounding moved a logit by %.4g (bound %g)", gap,
+              BF16_LOGIT_GAP);
+    cr_expect(gap > 0.0, "rounding changed no logit: the matrices were not rounded");
+    cr_expect(spread > 1.0, "the logits are too small (%.3g) for the bound to mean much",
+              spread);
+    free(exact);
+    free(rounded);
     model_free(&m);
 }
 

@@ -51,18 +51,28 @@ typedef struct {
     long written;
 } GenOut;
 
-static GenOut run_generate(Model* m, const Tokenizer* tk, float temperature, int top_k,
-                           float top_p, uint64_t seed, const int* prompt, long n_prompt,
-                           long n_new) {
+// The same, with the KV cache in `precision` (KV_FP32 or KV_BF16).
+static GenOut run_generate_in(int precision, Model* m, const Tokenizer* tk,
+                              float temperature, int top_k, float top_p, uint64_t seed,
+                              const int* prompt, long n_prompt, long n_new) {
     GenOut g = {NULL, 0, 0};
     FILE* f = open_memstream(&g.data, &g.size);
     cr_assert_not_null(f, "open_memstream failed");
     Sampler s;
     sampler_init(&s, tk->size, temperature, top_k, top_p, seed);
+    cr_assert_eq(s.precision, KV_FP32, "sampler_init does not default to float32");
+    s.precision = precision;
     g.written = generate(m, tk, &s, prompt, n_prompt, n_new, f);
     sampler_free(&s);
     fclose(f);
     return g;
+}
+
+static GenOut run_generate(Model* m, const Tokenizer* tk, float temperature, int top_k,
+                           float top_p, uint64_t seed, const int* prompt, long n_prompt,
+                           long n_new) {
+    return run_generate_in(KV_FP32, m, tk, temperature, top_k, top_p, seed, prompt,
+                           n_prompt, n_new);
 }
 
 // The tiny model of the generation tests: 1 layer, 2 heads, 16 channels, its
@@ -468,16 +478,21 @@ static void window_push(int* window, int* len, int context, int token) {
 // Generation past the context, against a reference that follows the documented
 // window rule and recomputes every prediction from its window alone, with the
 // window's tokens at positions 0 .. len - 1, drawing with a sampler of the same
-// seed. The arithmetic is that of model_decode in both, so the bytes must agree
-// exactly. (Sampled rather than greedy: a random model's greedy text soon
-// repeats one character, which would hide a wrong window.)
-static void check_window_rule(int context, long n_new) {
+// seed. The reference runs model_decode alone; generate also prefills the
+// window after each slide, which in float32 is the full forward pass (equal up
+// to rounding, which a draw meets only by a rare chance) and in bfloat16 the
+// decode steps themselves, so there the bytes must agree exactly. (Sampled
+// rather than greedy: a random model's greedy text soon repeats one character,
+// which would hide a wrong window.) In bfloat16 the model is rounded first.
+static void check_window_rule(int context, long n_new, int precision) {
     Model m;
     Tokenizer tk;
     tiny_model(&m, &tk, TEXT, sizeof(TEXT) - 1, context);
+    if (precision == KV_BF16) model_round_bf16(&m);
     long n_prompt;
     int* prompt = encode(&tk, "on the", &n_prompt);
-    GenOut g = run_generate(&m, &tk, 1.0f, 0, 1.0f, 11, prompt, n_prompt, n_new);
+    GenOut g = run_generate_in(precision, &m, &tk, 1.0f, 0, 1.0f, 11, prompt, n_prompt,
+                               n_new);
     cr_assert_eq(g.written, n_new, "context %d: wrote %ld", context, g.written);
 
     // the reference: the prompt's tail, then predict, print and feed back
@@ -489,7 +504,7 @@ static void check_window_rule(int context, long n_new) {
     long first = n_prompt > context ? n_prompt - context : 0;
     for (long i = first; i < n_prompt; i++) window_push(window, &len, context, prompt[i]);
     KVCache kv;
-    kvcache_init(&kv, &m);
+    kvcache_init(&kv, &m, precision);
     Sampler s;
     sampler_init(&s, tk.size, 1.0f, 0, 1.0f, 11);
     for (long k = 0; k < n_new; k++) {
@@ -511,7 +526,8 @@ static void check_window_rule(int context, long n_new) {
               context, (int)g.size, g.data, (int)want_len, (char*)want);
 
     // and it repeats
-    GenOut again = run_generate(&m, &tk, 1.0f, 0, 1.0f, 11, prompt, n_prompt, n_new);
+    GenOut again = run_generate_in(precision, &m, &tk, 1.0f, 0, 1.0f, 11, prompt, n_prompt,
+                                   n_new);
     cr_expect(again.size == g.size && memcmp(again.data, g.data, g.size) == 0,
               "context %d: a second run differs", context);
     free(again.data);
@@ -524,10 +540,19 @@ static void check_window_rule(int context, long n_new) {
 }
 
 Test(sampler, generate_past_context_follows_window) {
-    check_window_rule(8, 3 * 8);
-    check_window_rule(7, 40);
-    check_window_rule(2, 12);
-    check_window_rule(1, 6);
+    check_window_rule(8, 3 * 8, KV_FP32);
+    check_window_rule(7, 40, KV_FP32);
+    check_window_rule(2, 12, KV_FP32);
+    check_window_rule(1, 6, KV_FP32);
+}
+
+// The same in bfloat16, also with a context of 20, whose slides prefill 10
+// tokens: a batch of 8 rows and 2 single ones.
+Test(sampler, generate_bf16_follows_window) {
+    check_window_rule(8, 3 * 8, KV_BF16);
+    check_window_rule(7, 40, KV_BF16);
+    check_window_rule(20, 70, KV_BF16);
+    check_window_rule(1, 6, KV_BF16);
 }
 
 // Sampled (not greedy) generation of 3 * context tokens: n characters, and the
