@@ -22,10 +22,11 @@
 // floorf would block vectorisation: plain comparisons and the round-to-nearest
 // trick of adding 1.5 * 2^23 do not.)
 static inline float fast_expf(float x) {
+    // the clamp: both comparisons are false for a NaN, which so goes through as
+    // -87 and is given back at the end (two selects, which vectorise well)
     float in = x;
-    x = x != x ? 0.0f : x; // a NaN goes through as 0, and is given back at the end
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
     float p = 1.0f / 5040.0f;
