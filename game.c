@@ -6,7 +6,8 @@
 // additions, so results are bit-identical for any number of threads. The
 // backward pass of every layer below lives in train.c, in the same order.
 //
-// Non-goals: GPUs, mixed precision, tokenizers other than characters.
+// Non-goals: GPUs, training in reduced precision (only sampling uses bfloat16
+// weights, in the decoder below), tokenizers other than characters.
 #include "game.h"
 
 #include <math.h>

@@ -323,7 +323,7 @@ size_t bf16_packed_words(int IC, int OC);
 // weight with bf16_from_float.
 void bf16_pack(uint32_t* dst, const float* w, int OC, int IC);
 
-typedef struct {
+typedef struct KVCache {
     int capacity;   // positions the cache holds (the model's context)
     int precision;  // KV_FP32 or KV_BF16: which copy of the weights decodes
     int key_stride; // ks: capacity rounded up to a multiple of 16

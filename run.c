@@ -862,10 +862,19 @@ int main(int argc, char** argv) {
     s.no_cache = o.no_cache;
     s.precision = o.fp32 ? KV_FP32 : KV_BF16;
 
+    // the key/value cache and its copy of the weights, made once for every
+    // prompt (without the cache, or with noise, every token runs the full pass)
+    KVCache kv;
+    if (!o.no_cache && !o.noise) {
+        kvcache_init(&kv, &m, s.precision);
+        s.cache = &kv;
+    }
+
     // a terminal without -i or -f: prompts line by line; otherwise one prompt
     int interactive = !o.prompt && !o.prompt_file && isatty(STDIN_FILENO);
     int status = interactive ? run_interactive(&m, &tk, &s, o.tokens)
                              : run_one_prompt(&m, &tk, &s, &o);
+    if (s.cache) kvcache_free(&kv);
     sampler_free(&s);
     tokenizer_free(&tk);
     model_free(&m);

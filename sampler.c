@@ -29,6 +29,7 @@ void sampler_init(Sampler* s, int vocab_size, float temperature, int top_k, floa
     s->draws = 0;
     s->no_cache = 0;
     s->precision = KV_FP32;
+    s->cache = NULL;
     s->probs = xmalloc((size_t)vocab_size * sizeof(float), "sampler");
     s->order = xmalloc((size_t)vocab_size * sizeof(int), "sampler");
 }
@@ -104,7 +105,8 @@ int sampler_sample(Sampler* s, const float* logits) {
 
 typedef struct {
     Model* m;
-    KVCache kv;
+    KVCache* kv;    // the cache: the sampler's, or own (NULL without the cache)
+    KVCache own;
     int* window;    // (context) the tokens now in the cache, in position order
     int len;        // how many
     int no_cache;   // recompute the window with the full forward instead
@@ -119,11 +121,11 @@ static float* window_feed(Window* w, int token) {
     if (w->len == T) {
         int keep = T / 2;
         memmove(w->window, w->window + T - keep, keep * sizeof(int));
-        if (!w->no_cache && keep > 0) model_prefill(w->m, &w->kv, w->window, keep);
+        if (!w->no_cache && keep > 0) model_prefill(w->m, w->kv, w->window, keep);
         w->len = keep;
     }
     w->window[w->len++] = token;
-    if (!w->no_cache) return model_decode(w->m, &w->kv, token, w->len - 1);
+    if (!w->no_cache) return model_decode(w->m, w->kv, token, w->len - 1);
 
     // without the cache: the whole window again, keeping its last row (with
     // GAME noise, if the model's noise switches are on, fresh for each token)
@@ -135,8 +137,13 @@ static float* window_feed(Window* w, int token) {
 long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long n_prompt,
               long n_new, FILE* out) {
     int noisy = m->noise.block || m->noise.logits || m->noise.head;
-    Window w = {m, {0}, NULL, 0, s->no_cache || noisy, 0, NULL};
-    kvcache_init(&w.kv, m, s->precision);
+    Window w = {m, NULL, {0}, NULL, 0, s->no_cache || noisy, 0, NULL};
+    if (!w.no_cache && s->cache) {
+        w.kv = s->cache;
+    } else if (!w.no_cache) {
+        kvcache_init(&w.own, m, s->precision);
+        w.kv = &w.own;
+    }
     w.window = xmalloc((size_t)m->config.context * sizeof(int), "window");
     if (w.no_cache) {
         size_t n = (size_t)m->config.context * m->config.vocab_size;
@@ -149,7 +156,7 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
     if (!w.no_cache && n_prompt > start) {
         w.len = (int)(n_prompt - start);
         memcpy(w.window, prompt + start, w.len * sizeof(int));
-        logits = model_prefill(m, &w.kv, w.window, w.len);
+        logits = model_prefill(m, w.kv, w.window, w.len);
     } else {
         for (long i = start; i < n_prompt; i++) logits = window_feed(&w, prompt[i]);
     }
@@ -177,6 +184,6 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
     }
     free(w.window);
     free(w.logits);
-    kvcache_free(&w.kv);
+    if (w.kv == &w.own) kvcache_free(&w.own);
     return written;
 }

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct KVCache;
+
 typedef struct {
     int vocab_size;    // V
     float temperature; // 0 means greedy (argmax); otherwise logits / temperature
@@ -16,6 +18,9 @@ typedef struct {
     int precision;     // generate()'s KV cache decodes in KV_FP32 (sampler_init's
                        // choice) or KV_BF16 (game.h): bf16 is exact for a model
                        // rounded with model_round_bf16, as run does
+    struct KVCache* cache; // NULL: generate() makes a cache for each call; else one
+                           // kvcache_init made for this model, which every call
+                           // reuses (each overwrites what it holds)
     float* probs;      // (V) scratch
     int* order;        // (V) scratch: token ids sorted by probability
 } Sampler;
@@ -44,9 +49,10 @@ int sampler_sample(Sampler* s, const float* logits);
 // With any of m->noise's sites switched on, the text is sampled from the noisy
 // network GAME trains (C2 and C5 noise at the model's learned scales, drawn
 // afresh for every token, keyed on m->noise.seed): that needs the full forward
-// pass, so the KV cache is not used. The cache decodes in s->precision: KV_BF16
-// is meant for a model rounded with model_round_bf16 (then the cache, the
-// window's prefills and the full forward pass all compute that one model).
+// pass, so the KV cache is not used. The cache is s->cache, or one made for
+// the call in s->precision: KV_BF16 is meant for a model rounded with
+// model_round_bf16 (then the cache, the window's prefills and the full forward
+// pass all compute that one model).
 // Returns the number of tokens written, or -1 if the model produced a
 // non-finite logit (after a message on stderr).
 struct Model;

@@ -103,14 +103,17 @@ run_tps() {
 }
 cache_ctx=$(run_tps 63 "")
 cache=$(run_tps 2000 "")
+cache32=$(run_tps 2000 "--fp32")
 nocache=$(run_tps 500 "--no-cache")
 echo "| mode | tokens/s |"
 echo "|---|---|"
 echo "| KV cache, within the context (63 tokens) | $cache_ctx |"
 echo "| KV cache, 2000 tokens (the window slides) | $cache |"
+echo "| KV cache, float32 weights (\`--fp32\`), 2000 tokens | $cache32 |"
 echo "| no cache (\`--no-cache\`, 500 tokens) | $nocache |"
 echo
-echo "\`./run MODEL -n N [--no-cache]\`, median of $reps runs."
+echo "\`./run MODEL -n N [--fp32] [--no-cache]\`, median of $reps runs; the cache"
+echo "decodes with bfloat16 weights unless \`--fp32\`."
 echo
 
 # ---------------------------------------------------------------------------

@@ -555,6 +555,49 @@ Test(sampler, generate_bf16_follows_window) {
     check_window_rule(1, 6, KV_BF16);
 }
 
+// A cache handed to generate (s.cache, as run makes one for all its prompts) is
+// reused call after call: two prompts in a row, each past the context, give the
+// bytes that fresh caches give, in both precisions.
+Test(sampler, generate_reuses_a_given_cache) {
+    enum { CONTEXT = 8 };
+    static const char* prompts[2] = {"the cat", "on"};
+    for (int precision = KV_FP32; precision <= KV_BF16; precision++) {
+        Model m;
+        Tokenizer tk;
+        tiny_model(&m, &tk, TEXT, sizeof(TEXT) - 1, CONTEXT);
+        if (precision == KV_BF16) model_round_bf16(&m);
+        KVCache kv;
+        kvcache_init(&kv, &m, precision);
+        for (int k = 0; k < 2; k++) {
+            long n_prompt;
+            int* prompt = encode(&tk, prompts[k], &n_prompt);
+            GenOut fresh = run_generate_in(precision, &m, &tk, 1.0f, 0, 1.0f, 5 + k, prompt,
+                                           n_prompt, 3 * CONTEXT);
+            GenOut shared = {NULL, 0, 0};
+            FILE* f = open_memstream(&shared.data, &shared.size);
+            cr_assert_not_null(f);
+            Sampler s;
+            sampler_init(&s, tk.size, 1.0f, 0, 1.0f, 5 + k);
+            s.precision = precision;
+            s.cache = &kv;
+            shared.written = generate(&m, &tk, &s, prompt, n_prompt, 3 * CONTEXT, f);
+            sampler_free(&s);
+            fclose(f);
+            cr_expect_eq(shared.written, 3 * CONTEXT);
+            cr_expect(shared.size == fresh.size &&
+                          memcmp(shared.data, fresh.data, fresh.size) == 0,
+                      "precision %d, prompt %d: the reused cache gives other text",
+                      precision, k);
+            free(fresh.data);
+            free(shared.data);
+            free(prompt);
+        }
+        kvcache_free(&kv);
+        tokenizer_free(&tk);
+        model_free(&m);
+    }
+}
+
 // Sampled (not greedy) generation of 3 * context tokens: n characters, and the
 // same bytes for the same seed.
 Test(sampler, generate_past_context_deterministic) {
