@@ -10,6 +10,7 @@
 // weights, in the decoder below), tokenizers other than characters.
 #include "game.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,14 @@ void* xcalloc(size_t count, size_t size, const char* what) {
         exit(EXIT_FAILURE);
     }
     return p;
+}
+
+int stdout_finish(void) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    fprintf(stderr, "error: cannot write to standard output (%s); is the disk full, or "
+            "the reader gone?\n", errno ? strerror(errno) : "write error");
+    return -1;
 }
 
 // ----------------------------------------------------------------------------

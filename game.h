@@ -397,4 +397,9 @@ int model_load(Model* m, struct Tokenizer* tk, struct Checkpoint* keep, const ch
 void* xmalloc(size_t n, const char* what);
 void* xcalloc(size_t count, size_t size, const char* what);
 
+// Flushes stdout and checks that everything written to it arrived. Returns 0,
+// or -1 after a message on stderr (a full disk, a closed pipe): the programs'
+// output is their product, so losing it is an error.
+int stdout_finish(void);
+
 #endif

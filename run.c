@@ -76,7 +76,8 @@ void run_usage(FILE* f) {
         "  -s, --seed N          random seed; the same seed repeats the text (default "
         "%llu)\n"
         "  -i, --prompt TEXT     text to continue\n"
-        "  -f, --prompt-file F   read the text to continue from a file\n"
+        "  -f, --prompt-file F   read the text to continue from a file (less one final\n"
+        "                        line end, as from stdin)\n"
         "      --no-cache        recompute the whole window for every token instead of\n"
         "                        using the key/value cache (slower; for comparisons)\n"
         "      --fp32            sample with the float32 weights as stored; by default\n"
@@ -791,8 +792,8 @@ static int run_one_prompt(Model* m, const Tokenizer* tk, Sampler* s, const RunOp
             return EXIT_FAILURE;
         }
 
-        // a piped prompt loses one line end, as `echo TEXT |` adds one
-        if (!o->prompt_file && n > 0 && read_text[n - 1] == '\n') {
+        // the input loses one final line end, which `echo TEXT |` and editors add
+        if (n > 0 && read_text[n - 1] == '\n') {
             read_text[--n] = '\0';
             if (n > 0 && read_text[n - 1] == '\r') read_text[--n] = '\0';
         }
@@ -818,7 +819,7 @@ int main(int argc, char** argv) {
     int parsed = run_parse_args(&o, argc, argv, err, sizeof(err));
     if (parsed == 1) {
         run_usage(stdout);
-        return EXIT_SUCCESS;
+        return stdout_finish() == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
     }
     if (parsed != 0) {
         fprintf(stderr, "error: %s\n", err);
@@ -828,8 +829,8 @@ int main(int argc, char** argv) {
     // --info: describe the checkpoint and stop
     if (o.info) {
         int rc = run_info(o.model, stdout, err, sizeof(err));
-        fflush(stdout);
         if (rc != 0) fprintf(stderr, "error: %s\n", err);
+        if (stdout_finish() != 0) rc = -1;
         return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
     }
 #ifdef _OPENMP
@@ -874,6 +875,7 @@ int main(int argc, char** argv) {
     int interactive = !o.prompt && !o.prompt_file && isatty(STDIN_FILENO);
     int status = interactive ? run_interactive(&m, &tk, &s, o.tokens)
                              : run_one_prompt(&m, &tk, &s, &o);
+    if (status == EXIT_SUCCESS && stdout_finish() != 0) status = EXIT_FAILURE;
     if (s.cache) kvcache_free(&kv);
     sampler_free(&s);
     tokenizer_free(&tk);

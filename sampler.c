@@ -2,6 +2,7 @@
 #define _GNU_SOURCE // qsort_r
 #include "sampler.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,7 +179,13 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
             break;
         }
         fwrite(buf, 1, tokenizer_token_utf8(tk, token, buf), out);
-        fflush(out);
+        if (fflush(out) != 0 || ferror(out)) {
+            fprintf(stderr, "\nerror: cannot write the generated text after %ld tokens "
+                    "(%s); is the disk full, or the reader gone?\n", written,
+                    strerror(errno));
+            written = -1;
+            break;
+        }
         written++;
         if (i + 1 < n_new) logits = window_feed(&w, token);
     }

@@ -54,7 +54,7 @@ int sampler_sample(Sampler* s, const float* logits);
 // model_round_bf16 (then the cache, the window's prefills and the full forward
 // pass all compute that one model).
 // Returns the number of tokens written, or -1 if the model produced a
-// non-finite logit (after a message on stderr).
+// non-finite logit or out could not be written (after a message on stderr).
 struct Model;
 struct Tokenizer;
 long generate(struct Model* m, const struct Tokenizer* tk, Sampler* s, const int* prompt,

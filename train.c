@@ -1768,7 +1768,7 @@ int main(int argc, char** argv) {
     int parsed = train_parse_args(&o, argc, argv, err, sizeof(err));
     if (parsed == 1) {
         train_usage(stdout);
-        return EXIT_SUCCESS;
+        return stdout_finish() == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
     }
     char* stored[3] = {NULL, NULL, NULL};
     if (parsed == 0 && o.resume) {
@@ -2010,6 +2010,7 @@ int main(int argc, char** argv) {
         model_free(&best);
         tokenizer_free(&tok);
     }
+    if (stdout_finish() != 0) status = EXIT_FAILURE; // the checkpoints are saved
     trainer_free(&tr);
     free(stored[0]);
     free(stored[1]);

@@ -83,12 +83,24 @@ echo
 # ---------------------------------------------------------------------------
 echo "## Threads (default config)"
 echo
-t1=$(for r in $(seq "$reps"); do train_ms $default --steps "$steps_default" --threads 1; done | median)
-t2=$(for r in $(seq "$reps"); do train_ms $default --steps "$steps_default" --threads 2; done | median)
+# one run on 1 thread, then one on 2, repeated, so that a drift of the machine's
+# speed meets both alike; the speedup is the median of the pairs' ratios
+: > "$out/threads.txt"
+for r in $(seq "$reps"); do
+    a=$(train_ms $default --steps "$steps_default" --threads 1)
+    b=$(train_ms $default --steps "$steps_default" --threads 2)
+    echo "$a $b" >> "$out/threads.txt"
+done
+t1=$(awk '{ print $1 }' "$out/threads.txt" | median)
+t2=$(awk '{ print $2 }' "$out/threads.txt" | median)
+speedup=$(awk '{ print $1 / $2 }' "$out/threads.txt" | median)
 echo "| threads | ms/step | speedup |"
 echo "|---|---|---|"
 echo "| 1 | $t1 | 1.00 |"
-echo "| 2 | $t2 | $(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.2f", a / b }') |"
+echo "| 2 | $t2 | $(awk -v s="$speedup" 'BEGIN { printf "%.2f", s }') |"
+echo
+echo "$reps pairs of runs, each a 1-thread run then a 2-thread run; the speedup is the"
+echo "median of the pairs' ratios."
 echo
 
 # ---------------------------------------------------------------------------

@@ -579,6 +579,14 @@ Test(cli, run_long_prompt_and_prompt_file) {
     TestResult d = RUN_RUN(ckpt, "-n", "10", "-f", pf);
     expect_success(&d, "run -f short");
     test_expect_text(&d, 10, "run -f short");
+
+    // a file's one final line end (an editor's) is not part of the prompt
+    write_text(pf, "the cat\n");
+    TestResult nl = RUN_RUN(ckpt, "-n", "10", "-f", pf);
+    expect_success(&nl, "run -f with a final line end");
+    cr_expect(test_same_output(&d, &nl), "a prompt file's final line end was kept:\n%s\n%s",
+              d.out, nl.out);
+    test_result_free(&nl);
     test_result_free(&d);
     write_text(pf, "");
     TestResult e = RUN_RUN(ckpt, "-n", "10", "-f", pf);

@@ -557,6 +557,35 @@ Test(robust, disk_full_keeps_good_checkpoint) {
     test_result_free(&r);
 }
 
+// A full disk under run's output: stdout stops taking the text partway, and run
+// says so and fails, instead of reporting a speed for text that was lost. The
+// same for run --info and train --help (train checks its log the same way).
+Test(robust, disk_full_output) {
+    const char* ckpt = train_tiny("out.bin");
+    TestSpawn small = {.fsize_limit = 512};
+    TestResult r = RUN(&small, ckpt, "-n", "2000", "-s", "1");
+    cr_assert(!WIFSIGNALED(r.status), "killed by signal %d", WTERMSIG(r.status));
+    cr_expect_neq(WEXITSTATUS(r.status), 0, "run succeeded with its text lost");
+    cr_expect(strstr(r.err, "error: cannot write the generated text") != NULL,
+              "no message for the lost text:\n%s", r.err);
+    cr_expect(strstr(r.err, "tokens/s") == NULL, "a speed for lost text:\n%s", r.err);
+    cr_expect_leq(r.out_len, 512);
+    test_result_free(&r);
+
+    TestSpawn tiny = {.fsize_limit = 64};
+    r = RUN(&tiny, "--info", ckpt);
+    cr_expect_neq(WEXITSTATUS(r.status), 0, "run --info succeeded with its text lost");
+    cr_expect(strstr(r.err, "error: cannot write to standard output") != NULL,
+              "no message for the lost description:\n%s", r.err);
+    test_result_free(&r);
+
+    r = TRAIN(&tiny, "--help");
+    cr_expect_neq(WEXITSTATUS(r.status), 0, "train --help succeeded with its text lost");
+    cr_expect(strstr(r.err, "error: cannot write to standard output") != NULL,
+              "no message for the lost help:\n%s", r.err);
+    test_result_free(&r);
+}
+
 // ----------------------------------------------------------------------------
 // Hostile input files
 
