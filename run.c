@@ -695,13 +695,16 @@ int noise_from_checkpoint(Model* m, const Checkpoint* ck, uint64_t seed, char* e
 // The run program
 
 // Generates `tokens` characters after the prompt ids (n, maybe 0) with sampler
-// s: the text and a final newline on stdout, the speed on stderr. Returns 0, or
-// -1 when the model produced a non-finite logit (generate has said so).
+// s: the text and a final newline on stdout, the speed on stderr. echo (echo_len
+// bytes, or NULL) is the prompt's text, shown on stderr just before the
+// continuation, after any note. Returns 0, or -1 when the model produced a
+// non-finite logit or the text could not be written (generate has said so).
 static int generate_after(Model* m, const Tokenizer* tk, Sampler* s, long tokens,
-                          const int* ids, long n) {
+                          const int* ids, long n, const char* echo, size_t echo_len) {
     if (n > m->config.context)
         fprintf(stderr, "note: the prompt has %ld characters; the model sees its last %d\n",
                 n, m->config.context);
+    if (echo) fwrite(echo, 1, echo_len, stderr);
 
     // generate, timing the whole loop
     struct timespec t0, t1;
@@ -763,8 +766,7 @@ static int run_interactive(Model* m, const Tokenizer* tk, Sampler* s, long token
         }
 
         // the prompt again (stderr), then its continuation (stdout) after it
-        fwrite(line, 1, (size_t)len, stderr);
-        if (generate_after(m, tk, s, tokens, ids, n) != 0) {
+        if (generate_after(m, tk, s, tokens, ids, n, line, (size_t)len) != 0) {
             status = EXIT_FAILURE;
             break;
         }
@@ -805,7 +807,7 @@ static int run_one_prompt(Model* m, const Tokenizer* tk, Sampler* s, const RunOp
     long n_ids = encode_prompt(tk, text, n, ids, err, sizeof(err));
     int status = EXIT_SUCCESS;
     if (n_ids < 0) fprintf(stderr, "error: %s\n", err);
-    if (n_ids < 0 || generate_after(m, tk, s, o->tokens, ids, n_ids) != 0)
+    if (n_ids < 0 || generate_after(m, tk, s, o->tokens, ids, n_ids, NULL, 0) != 0)
         status = EXIT_FAILURE;
     free(ids);
     free(read_text);

@@ -1735,6 +1735,11 @@ static int check_output(const char* flag, const char* path, const char* input, c
     return 0;
 }
 
+// Whether two output paths name one file (the same string, or the same inode).
+static int same_output(const char* a, const char* b) {
+    return strcmp(a, b) == 0 || same_file(a, b);
+}
+
 // Checks every file the run will write, against the input and each other.
 static int check_outputs(const TrainOptions* o, char* err, size_t errlen) {
     const char* flags[4] = {"-o", "--last", "--plot", "--log"};
@@ -1743,8 +1748,7 @@ static int check_outputs(const TrainOptions* o, char* err, size_t errlen) {
         if (!paths[i]) continue;
         if (check_output(flags[i], paths[i], o->input, err, errlen) != 0) return -1;
         for (int j = 0; j < i; j++) {
-            if (paths[j] && (strcmp(paths[i], paths[j]) == 0 ||
-                             same_file(paths[i], paths[j]))) {
+            if (paths[j] && same_output(paths[i], paths[j])) {
                 snprintf(err, errlen, "%s and %s are the same file (%s); give them "
                          "different paths", flags[j], flags[i], paths[i]);
                 return -1;
@@ -1799,6 +1803,13 @@ int main(int argc, char** argv) {
             snprintf(last_path, sizeof(last_path), "%s.last", o.output);
             o.last = last_path;
         }
+    }
+    // resuming the best checkpoint itself: its latest step would go over it
+    if (o.resume && !output_given && !last_given && same_output(o.output, o.last)) {
+        fprintf(stderr, "error: %s is this run's best checkpoint (its -o), and a resumed "
+                "run saves its latest step into the file it resumed; resume from %s.last "
+                "instead, or give --last another path\n", o.resume, o.output);
+        return EXIT_FAILURE;
     }
     if (check_outputs(&o, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: %s\n", err);

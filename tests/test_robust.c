@@ -501,6 +501,25 @@ Test(robust, divergence_lr10_game_full) { check_divergence("10", "full"); }
 // At 1000 (the largest --lr allowed) the run diverges within a few steps.
 Test(robust, divergence_lr1000) { check_divergence("1000", "off"); }
 
+// Resuming the best checkpoint instead of the latest one: the latest step would
+// be saved over the best, so train refuses, names the file to resume instead,
+// and leaves the checkpoint as it was.
+Test(robust, resume_best_checkpoint_refused) {
+    const char* ckpt = train_tiny("best.bin");
+    size_t n0, n1;
+    char* before = test_read_file(ckpt, &n0);
+    TestResult r = TRAIN(NULL, "--resume", ckpt, "--steps", "30", "-q");
+    cr_expect_neq(WEXITSTATUS(r.status), 0, "resuming the best checkpoint succeeded");
+    char want[512];
+    snprintf(want, sizeof(want), "resume from %s.last instead", ckpt);
+    cr_expect(strstr(r.err, want) != NULL, "the error does not point to .last:\n%s", r.err);
+    char* after = test_read_file(ckpt, &n1);
+    cr_expect(n0 == n1 && memcmp(before, after, n0) == 0, "the best checkpoint changed");
+    free(before);
+    free(after);
+    test_result_free(&r);
+}
+
 // ----------------------------------------------------------------------------
 // Full disk
 
