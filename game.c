@@ -821,6 +821,13 @@ acc_store(float* restrict out, const float* restrict acc, int o, int OC) {
     for (int k = 0; k < BF16_WORDS && o + k < OC; k++) out[o + k] = acc[k];
 }
 
+// How far ahead (in words, 4 KB) matvec_blocks asks for the weights it will read:
+// the packed matrices lie one after the other in the order a decode step uses
+// them, so this runs on across panels and matrices, where the hardware's own
+// prefetch would start over. In interleaved runs on the shared test machine it
+// sampled 10-15% faster while the machine was busy, and the same when it was quiet.
+#define BF16_PREFETCH 1024
+
 // Blocks jb .. jb + nb - 1 of one panel of a packed product: out[o0 ..]
 // (outputs o0 .. o0 + 32 nb - 1, cut at OC) = bias + x (IC) @ those blocks,
 // whose row i starts at panel + i * stride + 16 jb. Inlined with nb a
@@ -839,6 +846,7 @@ matvec_blocks(float* restrict out, const float* restrict x, const uint32_t* rest
     }
     for (int i = 0; i < IC; i++) {
         const uint32_t* row = panel + (size_t)i * stride;
+        for (int b = 0; b < nb; b++) __builtin_prefetch(row + BF16_PREFETCH + b * BF16_WORDS);
         float xi = x[i];
         #pragma omp simd
         for (int j = 0; j < nb * BF16_WORDS; j++) {
