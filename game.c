@@ -404,15 +404,17 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
     }
 }
 
-// GELU, tanh form (as GPT-2): out = 0.5 x (1 + tanh(k (x + 0.044715 x^3))),
-// k = sqrt(2 / pi). x and out are (N).
+// GELU, tanh form (as GPT-2): 0.5 x (1 + tanh(k (x + 0.044715 x^3))),
+// k = sqrt(2 / pi).
+static inline float gelu(float x) {
+    float u = GELU_K * (x + GELU_C * x * x * x);
+    return 0.5f * x * (1.0f + fast_tanhf(u));
+}
+
+// out (N) = gelu of x (N).
 void gelu_forward(float* out, const float* x, size_t N) {
     #pragma omp parallel for simd if (parallel : N > 16384)
-    for (size_t i = 0; i < N; i++) {
-        float xi = x[i];
-        float u = GELU_K * (xi + GELU_C * xi * xi * xi);
-        out[i] = 0.5f * xi * (1.0f + fast_tanhf(u));
-    }
+    for (size_t i = 0; i < N; i++) out[i] = gelu(x[i]);
 }
 
 // The C2 noise of row n (of B T rows of C) of a site: eps of row n is drawn at
@@ -1141,17 +1143,13 @@ static __attribute__((noinline)) void decode_layernorm(float* out, const float* 
     layernorm_row(out, &mean, &rstd, x, w, b, C);
 }
 
-// out (N) = GELU of x (N), the formula of gelu_forward, as a plain vector loop
+// out (N) = GELU of x (N), gelu_forward's function, as a plain vector loop
 // without gelu_forward's parallel region (a decode step has only 4C elements),
 // out of line for the reason above.
 static __attribute__((noinline)) void decode_gelu(float* restrict out,
                                                   const float* restrict x, size_t N) {
     #pragma omp simd
-    for (size_t i = 0; i < N; i++) {
-        float xi = x[i];
-        float u = GELU_K * (xi + GELU_C * xi * xi * xi);
-        out[i] = 0.5f * xi * (1.0f + fast_tanhf(u));
-    }
+    for (size_t i = 0; i < N; i++) out[i] = gelu(x[i]);
 }
 
 // Scores of one head over W positions (W a multiple of 16, a constant once

@@ -398,47 +398,6 @@ typedef struct {
     int dither;
 } TranInfo;
 
-// A reader over a byte blob; bad is set once it runs past the end.
-typedef struct {
-    const unsigned char* p;
-    size_t n, at;
-    int bad;
-} Cursor;
-
-static uint64_t cursor_u64(Cursor* c) {
-    if (c->bad || c->n - c->at < 8) {
-        c->bad = 1;
-        return 0;
-    }
-    uint64_t v = ckpt_get_u64(c->p + c->at);
-    c->at += 8;
-    return v;
-}
-
-static double cursor_f64(Cursor* c) {
-    uint64_t bits = cursor_u64(c);
-    double v;
-    memcpy(&v, &bits, sizeof(v));
-    return v;
-}
-
-// A stored string as a new NUL-terminated copy, or NULL when none was stored
-// (or the blob ends too soon, which sets bad).
-static char* cursor_str(Cursor* c) {
-    uint64_t len = cursor_u64(c);
-    if (c->bad || len == UINT64_MAX) return NULL;
-    uint64_t padded = (len + 7) / 8 * 8;
-    if (len > c->n - c->at || padded > c->n - c->at) {
-        c->bad = 1;
-        return NULL;
-    }
-    char* s = xmalloc((size_t)len + 1, "stored string");
-    memcpy(s, c->p + c->at, (size_t)len);
-    s[len] = '\0';
-    c->at += (size_t)padded;
-    return s;
-}
-
 static void tran_info_free(TranInfo* t) {
     free(t->input);
     free(t->output);
@@ -450,10 +409,10 @@ static void tran_info_free(TranInfo* t) {
 // holds nothing to free).
 static int tran_decode(const CkptSection* sec, TranInfo* t, char* err, size_t errlen) {
     memset(t, 0, sizeof(*t));
-    Cursor c = {sec->data, (size_t)sec->size, 0, 0};
+    CkptBlob c = {sec->data, 0, (size_t)sec->size, 0};
 
     // the state of the run
-    uint64_t magic = cursor_u64(&c);
+    uint64_t magic = ckpt_blob_get_u64(&c);
     if (c.bad || (magic & 0xffffffffu) != TRAN_MAGIC_WORD) {
         snprintf(err, errlen, "its training state (TRAN) does not start with the TRAN "
                  "magic: it was written by an older version of train");
@@ -465,54 +424,54 @@ static int tran_decode(const CkptSection* sec, TranInfo* t, char* err, size_t er
                  (unsigned)(magic >> 32), TRAN_LAYOUT_VERSION);
         return -1;
     }
-    t->step = (long)cursor_u64(&c);
-    t->best_val = cursor_f64(&c);
-    t->best_step = (long)cursor_u64(&c);
-    t->skipped = (long)cursor_u64(&c);
-    t->adam_steps = (long)cursor_u64(&c);
-    uint64_t G = cursor_u64(&c);
+    t->step = (long)ckpt_blob_get_u64(&c);
+    t->best_val = ckpt_blob_get_f64(&c);
+    t->best_step = (long)ckpt_blob_get_u64(&c);
+    t->skipped = (long)ckpt_blob_get_u64(&c);
+    t->adam_steps = (long)ckpt_blob_get_u64(&c);
+    uint64_t G = ckpt_blob_get_u64(&c);
     if (c.bad || G < 1 || G > MAX_GROUPS) goto damaged;
     t->groups = (int)G;
-    c.at += 8 * (size_t)G; // beta1 powers: not shown
-    if (c.at > c.n) goto damaged;
+    c.n += 8 * (size_t)G; // beta1 powers: not shown
+    if (c.n > c.cap) goto damaged;
     t->lr_lo = INFINITY;
     t->lr_hi = -INFINITY;
     for (int g = 0; g < t->groups; g++) {
-        double lr = cursor_f64(&c);
+        double lr = ckpt_blob_get_f64(&c);
         t->lr_lo = lr < t->lr_lo ? lr : t->lr_lo;
         t->lr_hi = lr > t->lr_hi ? lr : t->lr_hi;
     }
-    c.at += 8 * (size_t)G; // beta1s of the last step: not shown
-    if (c.at > c.n) goto damaged;
+    c.n += 8 * (size_t)G; // beta1s of the last step: not shown
+    if (c.n > c.cap) goto damaged;
 
     // the options that shape the run
-    t->input = cursor_str(&c);
-    t->output = cursor_str(&c);
-    t->last = cursor_str(&c);
-    t->seed = cursor_u64(&c);
-    t->batch = (long)cursor_u64(&c);
-    t->steps = (long)cursor_u64(&c);
-    t->warmup = (long)cursor_u64(&c);
-    t->lr = cursor_f64(&c);
-    t->min_lr = cursor_f64(&c);
-    t->weight_decay = cursor_f64(&c);
-    t->clip = cursor_f64(&c);
-    t->val_fraction = cursor_f64(&c);
-    t->beta1 = cursor_f64(&c);
-    t->beta2 = cursor_f64(&c);
-    t->adam_eps = cursor_f64(&c);
-    t->eval_every = (long)cursor_u64(&c);
-    t->eval_batches = (long)cursor_u64(&c);
-    t->save_every = (long)cursor_u64(&c);
-    t->game_mask = (unsigned)cursor_u64(&c);
-    t->dither = (int)cursor_u64(&c);
+    t->input = ckpt_blob_get_str(&c);
+    t->output = ckpt_blob_get_str(&c);
+    t->last = ckpt_blob_get_str(&c);
+    t->seed = ckpt_blob_get_u64(&c);
+    t->batch = (long)ckpt_blob_get_u64(&c);
+    t->steps = (long)ckpt_blob_get_u64(&c);
+    t->warmup = (long)ckpt_blob_get_u64(&c);
+    t->lr = ckpt_blob_get_f64(&c);
+    t->min_lr = ckpt_blob_get_f64(&c);
+    t->weight_decay = ckpt_blob_get_f64(&c);
+    t->clip = ckpt_blob_get_f64(&c);
+    t->val_fraction = ckpt_blob_get_f64(&c);
+    t->beta1 = ckpt_blob_get_f64(&c);
+    t->beta2 = ckpt_blob_get_f64(&c);
+    t->adam_eps = ckpt_blob_get_f64(&c);
+    t->eval_every = (long)ckpt_blob_get_u64(&c);
+    t->eval_batches = (long)ckpt_blob_get_u64(&c);
+    t->save_every = (long)ckpt_blob_get_u64(&c);
+    t->game_mask = (unsigned)ckpt_blob_get_u64(&c);
+    t->dither = (int)ckpt_blob_get_u64(&c);
     if (c.bad) goto damaged;
 
     // the GAME constants close the blob: exactly that many words must remain
-    if (c.n - c.at != 8 * (size_t)TRAN_GAME_CONSTANTS) {
+    if (c.cap - c.n != 8 * (size_t)TRAN_GAME_CONSTANTS) {
         snprintf(err, errlen, "its training state (TRAN) is %zu bytes, but the layout run "
                  "reads needs %zu: run.c's reader and tran_write() in train.c disagree",
-                 c.n, c.at + 8 * (size_t)TRAN_GAME_CONSTANTS);
+                 c.cap, c.n + 8 * (size_t)TRAN_GAME_CONSTANTS);
         tran_info_free(t);
         return -1;
     }

@@ -139,11 +139,9 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
               long n_new, FILE* out) {
     int noisy = m->noise.block || m->noise.logits || m->noise.head;
     Window w = {m, NULL, {0}, NULL, 0, s->no_cache || noisy, 0, NULL};
-    if (!w.no_cache && s->cache) {
-        w.kv = s->cache;
-    } else if (!w.no_cache) {
-        kvcache_init(&w.own, m, s->precision);
-        w.kv = &w.own;
+    if (!w.no_cache) {
+        w.kv = s->cache ? s->cache : &w.own;
+        if (!s->cache) kvcache_init(&w.own, m, s->precision);
     }
     w.window = xmalloc((size_t)m->config.context * sizeof(int), "window");
     if (w.no_cache) {

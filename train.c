@@ -979,102 +979,50 @@ float trainer_step(Trainer* tr) {
 // run, so that --resume continues it exactly. All generators are counter-based
 // (keyed on seed and step), so the seed and the step are their whole state.
 
-// A little-endian byte writer and reader for the TRAN blob.
-typedef struct {
-    unsigned char* p; // NULL when only counting
-    size_t n, cap;
-    int bad;          // reader: ran past the end
-} Blob;
-
-static void put_u64(Blob* b, uint64_t v) {
-    if (b->p) ckpt_put_u64(b->p + b->n, v);
-    b->n += 8;
-}
-static void put_f64(Blob* b, double v) {
-    uint64_t bits;
-    memcpy(&bits, &v, 8);
-    put_u64(b, bits);
-}
-static void put_str(Blob* b, const char* s) {
-    size_t len = s ? strlen(s) : 0;
-    put_u64(b, s ? len : UINT64_MAX);
-    if (b->p && len) memcpy(b->p + b->n, s, len);
-    b->n += (len + 7) / 8 * 8;
-}
-static uint64_t get_u64(Blob* b) {
-    if (b->n + 8 > b->cap) {
-        b->bad = 1;
-        return 0;
-    }
-    uint64_t v = ckpt_get_u64(b->p + b->n);
-    b->n += 8;
-    return v;
-}
-static double get_f64(Blob* b) {
-    uint64_t bits = get_u64(b);
-    double v;
-    memcpy(&v, &bits, 8);
-    return v;
-}
-// Reads a string into storage owned by the caller's list (freed with it).
-static char* get_str(Blob* b) {
-    uint64_t len = get_u64(b);
-    if (b->bad || len == UINT64_MAX) return NULL;
-    if (len > b->cap - b->n) {
-        b->bad = 1;
-        return NULL;
-    }
-    char* s = xmalloc(len + 1, "checkpoint string");
-    memcpy(s, b->p + b->n, len);
-    s[len] = '\0';
-    b->n += (len + 7) / 8 * 8;
-    return s;
-}
-
 #define TRAN_VERSION 1u
 #define TRAN_MAGIC 0x4e415254u // "TRAN"
 
 // Writes (or, with b->p NULL, measures) the training state.
-static void tran_write(const Trainer* tr, Blob* b) {
+static void tran_write(const Trainer* tr, CkptBlob* b) {
     const TrainOptions* o = &tr->opt;
     int G = num_groups(&tr->model.config);
 
     // the state of the run
-    put_u64(b, ((uint64_t)TRAN_VERSION << 32) | TRAN_MAGIC);
-    put_u64(b, (uint64_t)tr->step);
-    put_f64(b, tr->best_val);
-    put_u64(b, (uint64_t)tr->best_step);
-    put_u64(b, (uint64_t)tr->skipped);
-    put_u64(b, (uint64_t)tr->adam.t);
-    put_u64(b, (uint64_t)G);
-    for (int g = 0; g < G; g++) put_f64(b, tr->adam.beta1_power[g]);
-    for (int g = 0; g < G; g++) put_f64(b, tr->lr[g]);
-    for (int g = 0; g < G; g++) put_f64(b, tr->beta1[g]);
+    ckpt_blob_put_u64(b, ((uint64_t)TRAN_VERSION << 32) | TRAN_MAGIC);
+    ckpt_blob_put_u64(b, (uint64_t)tr->step);
+    ckpt_blob_put_f64(b, tr->best_val);
+    ckpt_blob_put_u64(b, (uint64_t)tr->best_step);
+    ckpt_blob_put_u64(b, (uint64_t)tr->skipped);
+    ckpt_blob_put_u64(b, (uint64_t)tr->adam.t);
+    ckpt_blob_put_u64(b, (uint64_t)G);
+    for (int g = 0; g < G; g++) ckpt_blob_put_f64(b, tr->adam.beta1_power[g]);
+    for (int g = 0; g < G; g++) ckpt_blob_put_f64(b, tr->lr[g]);
+    for (int g = 0; g < G; g++) ckpt_blob_put_f64(b, tr->beta1[g]);
 
     // the options that shape it
-    put_str(b, o->input);
-    put_str(b, o->output);
-    put_str(b, o->last);
-    put_u64(b, o->seed);
-    put_u64(b, (uint64_t)o->batch);
-    put_u64(b, (uint64_t)o->steps);
-    put_u64(b, (uint64_t)o->warmup);
-    put_f64(b, o->lr);
-    put_f64(b, o->min_lr);
-    put_f64(b, o->weight_decay);
-    put_f64(b, o->clip);
-    put_f64(b, o->val_fraction);
-    put_f64(b, o->beta1);
-    put_f64(b, o->beta2);
-    put_f64(b, o->adam_eps);
-    put_u64(b, (uint64_t)o->eval_every);
-    put_u64(b, (uint64_t)o->eval_batches);
-    put_u64(b, (uint64_t)o->save_every);
-    put_u64(b, o->game_mask);
-    put_u64(b, (uint64_t)o->dither);
+    ckpt_blob_put_str(b, o->input);
+    ckpt_blob_put_str(b, o->output);
+    ckpt_blob_put_str(b, o->last);
+    ckpt_blob_put_u64(b, o->seed);
+    ckpt_blob_put_u64(b, (uint64_t)o->batch);
+    ckpt_blob_put_u64(b, (uint64_t)o->steps);
+    ckpt_blob_put_u64(b, (uint64_t)o->warmup);
+    ckpt_blob_put_f64(b, o->lr);
+    ckpt_blob_put_f64(b, o->min_lr);
+    ckpt_blob_put_f64(b, o->weight_decay);
+    ckpt_blob_put_f64(b, o->clip);
+    ckpt_blob_put_f64(b, o->val_fraction);
+    ckpt_blob_put_f64(b, o->beta1);
+    ckpt_blob_put_f64(b, o->beta2);
+    ckpt_blob_put_f64(b, o->adam_eps);
+    ckpt_blob_put_u64(b, (uint64_t)o->eval_every);
+    ckpt_blob_put_u64(b, (uint64_t)o->eval_batches);
+    ckpt_blob_put_u64(b, (uint64_t)o->save_every);
+    ckpt_blob_put_u64(b, o->game_mask);
+    ckpt_blob_put_u64(b, (uint64_t)o->dither);
     for (int i = 0; i < NUM_AME_FIELDS; i++) {
         const char* f = (const char*)&o->ame + AME_FIELDS[i].offset;
-        put_f64(b, AME_FIELDS[i].is_int ? (double)*(const int*)f : *(const double*)f);
+        ckpt_blob_put_f64(b, AME_FIELDS[i].is_int ? (double)*(const int*)f : *(const double*)f);
     }
 }
 
@@ -1101,9 +1049,9 @@ int trainer_save(const Trainer* tr, const char* path, char* err, size_t errlen) 
         ckpt_add_f32(&ck, "DIRU", tr->adam.u, m->num_params);
         ckpt_add_f32(&ck, "DIRD", tr->adam.d, m->num_params);
     }
-    Blob size = {0};
+    CkptBlob size = {0};
     tran_write(tr, &size);
-    Blob tran = {xcalloc(size.n, 1, "training state"), 0, size.n, 0};
+    CkptBlob tran = {xcalloc(size.n, 1, "training state"), 0, size.n, 0};
     tran_write(tr, &tran);
     ckpt_add(&ck, "TRAN", tran.p, tran.n);
     size_t game_size = ame_serialize(&tr->ame, NULL);
@@ -1122,43 +1070,43 @@ int trainer_save(const Trainer* tr, const char* path, char* err, size_t errlen) 
 // strings[0..2] (input, output, last), which the caller frees.
 static int tran_read_options(const CkptSection* sec, TrainOptions* o, char* strings[3],
                              char* err, size_t errlen) {
-    Blob b = {sec->data, 0, sec->size, 0};
-    uint64_t magic = get_u64(&b);
+    CkptBlob b = {sec->data, 0, sec->size, 0};
+    uint64_t magic = ckpt_blob_get_u64(&b);
     if ((magic & 0xffffffffu) != TRAN_MAGIC || (magic >> 32) != TRAN_VERSION) {
         snprintf(err, errlen, "its training state has an unknown format (version %u); "
                  "it was written by another version of train", (unsigned)(magic >> 32));
         return -1;
     }
-    for (int i = 0; i < 5; i++) get_u64(&b); // step .. optimizer steps, read later
-    uint64_t G = get_u64(&b);
+    for (int i = 0; i < 5; i++) ckpt_blob_get_u64(&b); // step .. optimizer steps, read later
+    uint64_t G = ckpt_blob_get_u64(&b);
     if (b.bad || G > MAX_GROUPS) goto corrupt;
     b.n += 3 * 8 * G;
-    strings[0] = get_str(&b);
-    strings[1] = get_str(&b);
-    strings[2] = get_str(&b);
+    strings[0] = ckpt_blob_get_str(&b);
+    strings[1] = ckpt_blob_get_str(&b);
+    strings[2] = ckpt_blob_get_str(&b);
     o->input = strings[0] ? strings[0] : o->input;
     o->output = strings[1] ? strings[1] : o->output;
     o->last = strings[2];
-    o->seed = get_u64(&b);
-    o->batch = (int)get_u64(&b);
-    o->steps = (long)get_u64(&b);
-    o->warmup = (long)get_u64(&b);
-    o->lr = (float)get_f64(&b);
-    o->min_lr = (float)get_f64(&b);
-    o->weight_decay = (float)get_f64(&b);
-    o->clip = (float)get_f64(&b);
-    o->val_fraction = (float)get_f64(&b);
-    o->beta1 = (float)get_f64(&b);
-    o->beta2 = (float)get_f64(&b);
-    o->adam_eps = (float)get_f64(&b);
-    o->eval_every = (long)get_u64(&b);
-    o->eval_batches = (int)get_u64(&b);
-    o->save_every = (long)get_u64(&b);
-    o->game_mask = (unsigned)get_u64(&b);
-    o->dither = (int)get_u64(&b);
+    o->seed = ckpt_blob_get_u64(&b);
+    o->batch = (int)ckpt_blob_get_u64(&b);
+    o->steps = (long)ckpt_blob_get_u64(&b);
+    o->warmup = (long)ckpt_blob_get_u64(&b);
+    o->lr = (float)ckpt_blob_get_f64(&b);
+    o->min_lr = (float)ckpt_blob_get_f64(&b);
+    o->weight_decay = (float)ckpt_blob_get_f64(&b);
+    o->clip = (float)ckpt_blob_get_f64(&b);
+    o->val_fraction = (float)ckpt_blob_get_f64(&b);
+    o->beta1 = (float)ckpt_blob_get_f64(&b);
+    o->beta2 = (float)ckpt_blob_get_f64(&b);
+    o->adam_eps = (float)ckpt_blob_get_f64(&b);
+    o->eval_every = (long)ckpt_blob_get_u64(&b);
+    o->eval_batches = (int)ckpt_blob_get_u64(&b);
+    o->save_every = (long)ckpt_blob_get_u64(&b);
+    o->game_mask = (unsigned)ckpt_blob_get_u64(&b);
+    o->dither = (int)ckpt_blob_get_u64(&b);
     for (int i = 0; i < NUM_AME_FIELDS; i++) {
         char* f = (char*)&o->ame + AME_FIELDS[i].offset;
-        double v = get_f64(&b);
+        double v = ckpt_blob_get_f64(&b);
         if (AME_FIELDS[i].is_int) *(int*)f = (int)v;
         else *(double*)f = v;
     }
@@ -1217,21 +1165,21 @@ static int trainer_restore(Trainer* tr, const Checkpoint* ck, char* err, size_t 
         snprintf(err, errlen, "no training state in the checkpoint");
         return -1;
     }
-    Blob b = {sec->data, 0, sec->size, 0};
-    get_u64(&b);
-    tr->step = (long)get_u64(&b);
-    tr->best_val = (float)get_f64(&b);
-    tr->best_step = (long)get_u64(&b);
-    tr->skipped = (long)get_u64(&b);
-    tr->adam.t = (long)get_u64(&b);
-    int G = (int)get_u64(&b);
+    CkptBlob b = {sec->data, 0, sec->size, 0};
+    ckpt_blob_get_u64(&b);
+    tr->step = (long)ckpt_blob_get_u64(&b);
+    tr->best_val = (float)ckpt_blob_get_f64(&b);
+    tr->best_step = (long)ckpt_blob_get_u64(&b);
+    tr->skipped = (long)ckpt_blob_get_u64(&b);
+    tr->adam.t = (long)ckpt_blob_get_u64(&b);
+    int G = (int)ckpt_blob_get_u64(&b);
     if (b.bad || G != num_groups(&m->config) || tr->step < 0) {
         snprintf(err, errlen, "the training state does not match the model");
         return -1;
     }
-    for (int g = 0; g < G; g++) tr->adam.beta1_power[g] = get_f64(&b);
-    for (int g = 0; g < G; g++) tr->lr[g] = (float)get_f64(&b);
-    for (int g = 0; g < G; g++) tr->beta1[g] = (float)get_f64(&b);
+    for (int g = 0; g < G; g++) tr->adam.beta1_power[g] = ckpt_blob_get_f64(&b);
+    for (int g = 0; g < G; g++) tr->lr[g] = (float)ckpt_blob_get_f64(&b);
+    for (int g = 0; g < G; g++) tr->beta1[g] = (float)ckpt_blob_get_f64(&b);
     if (b.bad) {
         snprintf(err, errlen, "the training state is damaged");
         return -1;

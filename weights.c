@@ -77,6 +77,60 @@ float ckpt_get_f32(const unsigned char* p) {
     return v;
 }
 
+void ckpt_blob_put_u64(CkptBlob* b, uint64_t v) {
+    if (b->p) ckpt_put_u64(b->p + b->n, v);
+    b->n += 8;
+}
+
+void ckpt_blob_put_f64(CkptBlob* b, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof(bits));
+    ckpt_blob_put_u64(b, bits);
+}
+
+void ckpt_blob_put_str(CkptBlob* b, const char* s) {
+    size_t len = s ? strlen(s) : 0;
+    ckpt_blob_put_u64(b, s ? len : UINT64_MAX);
+    if (b->p && len) memcpy(b->p + b->n, s, len);
+    b->n += (len + 7) / 8 * 8;
+}
+
+uint64_t ckpt_blob_get_u64(CkptBlob* b) {
+    if (b->bad || b->n > b->cap || b->cap - b->n < 8) {
+        b->bad = 1;
+        return 0;
+    }
+    uint64_t v = ckpt_get_u64(b->p + b->n);
+    b->n += 8;
+    return v;
+}
+
+double ckpt_blob_get_f64(CkptBlob* b) {
+    uint64_t bits = ckpt_blob_get_u64(b);
+    double v;
+    memcpy(&v, &bits, sizeof(v));
+    return v;
+}
+
+char* ckpt_blob_get_str(CkptBlob* b) {
+    uint64_t len = ckpt_blob_get_u64(b);
+    if (b->bad || len == UINT64_MAX) return NULL;
+    uint64_t padded = (len + 7) / 8 * 8;
+    if (len > b->cap - b->n || padded > b->cap - b->n) {
+        b->bad = 1;
+        return NULL;
+    }
+    char* s = malloc((size_t)len + 1);
+    if (!s) {
+        b->bad = 1;
+        return NULL;
+    }
+    memcpy(s, b->p + b->n, (size_t)len);
+    s[len] = '\0';
+    b->n += (size_t)padded;
+    return s;
+}
+
 // CRC-32 of p[0 .. n-1] continued from crc, in pieces zlib's 32-bit length takes.
 static uint32_t crc_update(uint32_t crc, const unsigned char* p, size_t n) {
     uLong c = crc;

@@ -193,4 +193,22 @@ uint32_t ckpt_get_u32(const unsigned char* p);
 uint64_t ckpt_get_u64(const unsigned char* p);
 float ckpt_get_f32(const unsigned char* p);
 
+// A blob of 8-byte little-endian words, written or read in order. Writing with
+// p NULL only counts the bytes (n), so a caller can size the buffer by a first
+// pass. A string is its length (UINT64_MAX for none) and then its bytes, padded
+// to whole words. A reader past the end (cap) sets bad and reads zeros.
+typedef struct {
+    unsigned char* p; // NULL when only counting
+    size_t n, cap;    // bytes written or read so far; the blob's size (reading)
+    int bad;          // a read ran past the end, or a string could not be stored
+} CkptBlob;
+
+void ckpt_blob_put_u64(CkptBlob* b, uint64_t v);
+void ckpt_blob_put_f64(CkptBlob* b, double v); // the IEEE-754 bits, exactly
+void ckpt_blob_put_str(CkptBlob* b, const char* s); // s may be NULL
+uint64_t ckpt_blob_get_u64(CkptBlob* b);
+double ckpt_blob_get_f64(CkptBlob* b);
+// A new NUL-terminated copy (free it), or NULL for none stored or a bad read.
+char* ckpt_blob_get_str(CkptBlob* b);
+
 #endif
