@@ -11,6 +11,7 @@
 #include "game.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,22 @@ void* xcalloc(size_t count, size_t size, const char* what) {
                 count, size, what);
         exit(EXIT_FAILURE);
     }
+    return p;
+}
+
+// A block of count elements of size bytes, zeroed when `zero` is set, that
+// starts on a cache line, so that no 512-bit load of a packed row or a cache
+// row straddles two lines. Exits with a message on failure; free() releases it.
+void* xmalloc_lines(size_t count, size_t size, int zero, const char* what) {
+    size_t n = count * size;
+    if (n == 0) n = 1;
+    void* p = NULL;
+    if (posix_memalign(&p, 64, n) != 0) {
+        fprintf(stderr, "error: out of memory allocating %zu bytes for %s\n"
+                "       try a smaller --batch, --context or --channels\n", n, what);
+        exit(EXIT_FAILURE);
+    }
+    if (zero) memset(p, 0, n);
     return p;
 }
 
@@ -328,19 +345,64 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
 // eta sigma_{l,h} eps when noise_scale (NH) is not NULL, go through a softmax
 // into att (B, NH, T, T), whose masked entries t2 > t are zero, and
 // out (B, T, C) = att @ v.
-//
+
+// Row t of the scores into probabilities, in place: s (score_chunks(n) floats,
+// n = t + 1 keys) becomes softmax over t2 < n of scale s[t2] (+ ns eps(base +
+// t2) when noisy), and 0 for t2 >= n. The loops run over whole chunks of
+// SCORE_CHUNK keys, the masked tail included, so that they are vector code with
+// no scalar remainder; the simd sum adds in one fixed order for a given build.
+static void softmax_row(float* restrict s, int n, float scale, int noisy, float ns,
+                        uint64_t key, size_t base) {
+    int W = score_chunks(n);
+
+    // the scaled scores, with their noise when noisy
+    if (noisy) {
+        #pragma omp simd
+        for (int t2 = 0; t2 < W; t2++)
+            s[t2] = s[t2] * scale + ns * rng_normal(key, base + t2);
+    } else {
+        #pragma omp simd
+        for (int t2 = 0; t2 < W; t2++) s[t2] *= scale;
+    }
+
+    // -inf past n, and the largest
+    float maxv = -INFINITY;
+    #pragma omp simd reduction(max : maxv)
+    for (int t2 = 0; t2 < W; t2++) {
+        float e = t2 < n ? s[t2] : -INFINITY;
+        s[t2] = e;
+        maxv = e > maxv ? e : maxv;
+    }
+
+    // exp(e - max), 0 past n, their sum, and the division by it
+    float sum = 0.0f;
+    #pragma omp simd reduction(+ : sum)
+    for (int t2 = 0; t2 < W; t2++) {
+        float e = t2 < n ? fast_expf(s[t2] - maxv) : 0.0f;
+        s[t2] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    #pragma omp simd
+    for (int t2 = 0; t2 < W; t2++) s[t2] *= inv;
+}
+
 // Each (b, h) pair is two small matrix products, S = Q K^T and out = P V, done
 // in blocks of GEMM_TILE_M queries: a block only meets the keys up to its last
 // query, so the masked upper triangle is skipped but for the diagonal blocks.
+// Both products overwrite their outputs.
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
                        int NH, const float* noise_scale, uint64_t noise_key) {
-    int hs = C / NH;
+    int hs = C / NH, Tp = gemm_round_cols(T, INT_MAX);
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C;
 
     #pragma omp parallel
     {
-        float* kt = xmalloc((size_t)hs * T * sizeof(float), "attention scratch");
+        // per thread: kt (hs, Tp) the keys transposed, zero past T, and S (T, Tp)
+        // the scores, then the probabilities, of one pair
+        float* kt = xmalloc_lines((size_t)hs * Tp, sizeof(float), 1, "attention scratch");
+        float* S = xmalloc_lines((size_t)T * Tp, sizeof(float), 0, "attention scratch");
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
@@ -350,57 +412,40 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
                 float* P = att + ((size_t)b * NH + h) * T * T;
                 float* o = out + (size_t)b * T * C + h * hs;
 
-                // kt (hs, T) = k^T, so that the keys are the rows of a product
-                for (int t = 0; t < T; t++)
-                    for (int i = 0; i < hs; i++) kt[(size_t)i * T + t] = k[t * C3 + i];
+                // kt = k^T, so that the keys are the columns of a product
+                for (int i = 0; i < hs; i++)
+                    for (int t = 0; t < T; t++) kt[(size_t)i * Tp + t] = k[t * C3 + i];
 
                 // S = Q K^T, block by block of queries, over the keys they see
-                // (rounded up to whole tiles where T allows: the softmax below
-                // masks the extra keys)
+                // rounded up to whole tiles (the softmax masks the extra keys)
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    int keys = gemm_round_cols(t0 + rows, T);
-                    for (int r = 0; r < rows; r++)
-                        memset(P + (size_t)(t0 + r) * T, 0, keys * sizeof(float));
-                    gemm_serial(P + (size_t)t0 * T, T, q + t0 * C3, C3, 1, kt, T, rows,
+                    int keys = gemm_round_cols(t0 + rows, Tp);
+                    gemm_serial(S + (size_t)t0 * Tp, Tp, q + t0 * C3, C3, 1, kt, Tp, rows,
                                 keys, hs);
                 }
 
-                // scale, noise, mask and softmax, row by row
+                // the softmax row by row, into att with its zeros past the diagonal
                 for (int t = 0; t < T; t++) {
-                    float* a = P + (size_t)t * T;
-                    for (int t2 = 0; t2 <= t; t2++) a[t2] *= scale;
-                    if (noise_scale) {
-                        size_t base = (((size_t)b * NH + h) * T + t) * T;
-                        float ns = noise_scale[h];
-                        #pragma omp simd
-                        for (int t2 = 0; t2 <= t; t2++)
-                            a[t2] += ns * rng_normal(noise_key, base + t2);
-                    }
-                    float maxv = -INFINITY;
-                    #pragma omp simd reduction(max : maxv)
-                    for (int t2 = 0; t2 <= t; t2++) maxv = a[t2] > maxv ? a[t2] : maxv;
-                    float sum = 0.0f;
-                    #pragma omp simd reduction(+ : sum)
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        a[t2] = fast_expf(a[t2] - maxv);
-                        sum += a[t2];
-                    }
-                    float inv = 1.0f / sum;
-                    for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
-                    for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
+                    float* s = S + (size_t)t * Tp;
+                    size_t base = (((size_t)b * NH + h) * T + t) * T;
+                    softmax_row(s, t + 1, scale, noise_scale != NULL,
+                                noise_scale ? noise_scale[h] : 0.0f, noise_key, base);
+                    int w = score_chunks(t + 1) < T ? score_chunks(t + 1) : T;
+                    memcpy(P + (size_t)t * T, s, (size_t)w * sizeof(float));
+                    memset(P + (size_t)t * T + w, 0, (size_t)(T - w) * sizeof(float));
                 }
 
                 // out = P V, each block of queries over the values it sees
-                for (int t = 0; t < T; t++) memset(o + (size_t)t * C, 0, hs * sizeof(float));
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    gemm_serial(o + (size_t)t0 * C, C, P + (size_t)t0 * T, T, 1, v, C3, rows,
-                                hs, t0 + rows);
+                    gemm_serial(o + (size_t)t0 * C, C, S + (size_t)t0 * Tp, Tp, 1, v, C3,
+                                rows, hs, t0 + rows);
                 }
             }
         }
         free(kt);
+        free(S);
     }
 }
 
@@ -980,21 +1025,6 @@ static void matmat_bf16(float* out, const float* x, const uint32_t* wp, const fl
 
 // ---- the cache
 
-// A block of count floats (or words), zeroed when `zero` is set, that starts
-// on a cache line, so that no 512-bit load of a packed row or a cache row
-// straddles two lines. Exits with a message on failure; free() releases it.
-static void* xmalloc_lines(size_t count, size_t size, int zero, const char* what) {
-    size_t n = count * size;
-    if (n == 0) n = 1;
-    void* p = NULL;
-    if (posix_memalign(&p, 64, n) != 0) {
-        fprintf(stderr, "error: out of memory allocating %zu bytes for %s\n"
-                "       try a smaller --context or --channels\n", n, what);
-        exit(EXIT_FAILURE);
-    }
-    if (zero) memset(p, 0, n);
-    return p;
-}
 
 void kvcache_init(KVCache* kv, const Model* m, int precision) {
     const GameConfig* cfg = &m->config;

@@ -397,6 +397,11 @@ int model_load(Model* m, struct Tokenizer* tk, struct Checkpoint* keep, const ch
 void* xmalloc(size_t n, const char* what);
 void* xcalloc(size_t count, size_t size, const char* what);
 
+// count elements of size bytes (zeroed when zero is set) starting on a 64-byte
+// cache line, so that vector loops over them need no unaligned start; free()
+// releases them.
+void* xmalloc_lines(size_t count, size_t size, int zero, const char* what);
+
 // Flushes stdout and checks that everything written to it arrived. Returns 0,
 // or -1 after a message on stderr (a full disk, a closed pipe): the programs'
 // output is their product, so losing it is an error.

@@ -94,8 +94,8 @@ void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
             float* c = C + (size_t)i * ldc + j;
             const float* a = A + (size_t)i * a_rs;
             if (m == TILE_M && n == TILE_N)
-                tile_full(c, ldc, a, a_rs, a_ks, B + j, ldb, K, n, 0, NULL);
-            else tile_edge(c, ldc, a, a_rs, a_ks, B + j, ldb, 1, K, m, n, 0, NULL);
+                tile_full(c, ldc, a, a_rs, a_ks, B + j, ldb, K, n, 1, NULL);
+            else tile_edge(c, ldc, a, a_rs, a_ks, B + j, ldb, 1, K, m, n, 1, NULL);
         }
     }
 }

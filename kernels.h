@@ -49,10 +49,11 @@ static inline float fast_tanhf(float x) {
     return 1.0f - 2.0f / (fast_expf(2.0f * x) + 1.0f);
 }
 
-// C (M, N) += A (M, K) @ B (K, N) on the calling thread alone, with C and B
-// row-major (leading dimensions ldc, ldb) and A read as A(i, k) = A[i a_rs +
-// k a_ks], so a_rs = 1 reads a transposed matrix. For the small products inside
-// attention, which runs its (batch, head) pairs in parallel itself.
+// C (M, N) = A (M, K) @ B (K, N) on the calling thread alone, overwriting C,
+// with C and B row-major (leading dimensions ldc, ldb) and A read as A(i, k) =
+// A[i a_rs + k a_ks], so a_rs = 1 reads a transposed matrix. For the small
+// products inside attention, which runs its (batch, head) pairs in parallel
+// itself.
 void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
                  const float* B, size_t ldb, int M, int N, int K);
 
@@ -68,6 +69,15 @@ void gemm_serial(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
 static inline int gemm_round_cols(int n, int limit) {
     int r = (n + GEMM_TILE_N - 1) / GEMM_TILE_N * GEMM_TILE_N;
     return r < limit ? r : limit;
+}
+
+// The attention's rows of scores run in chunks of this many keys, a masked tail
+// included, so that its loops have a fixed length that becomes vector code.
+#define SCORE_CHUNK 16
+
+// n rounded up to whole chunks.
+static inline int score_chunks(int n) {
+    return (n + SCORE_CHUNK - 1) / SCORE_CHUNK * SCORE_CHUNK;
 }
 
 // dst (cols, rows) = src (rows, cols)^T, with rows of dst ld >= rows apart.

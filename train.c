@@ -2,14 +2,16 @@
 // training loop with GAME, and the `train` program.
 //
 // The layers' backward functions appear in the same order as their forwards in
-// game.c, and each one names the forward expression it differentiates. All
-// gradients are accumulated (+=) so that a tensor used twice (the tied token
-// embedding, the residual stream) collects both contributions. Sums that run
-// across threads' work are split into fixed chunks and added in chunk order, so
-// the bits do not depend on the thread count.
+// game.c, and each one names the forward expression it differentiates. A
+// gradient that gathers several contributions (the weights, the tied token
+// embedding, the residual stream past a layernorm) is accumulated (+=); one with
+// a single producer is overwritten (=), so that it needs no clearing first. Sums
+// that run across threads' work are split into fixed chunks and added in chunk
+// order, so the bits do not depend on the thread count.
 #include "train.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <getopt.h>
 #include <math.h>
@@ -144,25 +146,56 @@ void layernorm_backward(float* dx, float* dw, float* dbias, const float* dout,
 //   S = Q K^T / sqrt(hs) + eta sigma_h eps,  P = softmax(S) row by row,
 //   out = P V.
 // backward:
-//   dP = dout V^T,                     dV += P^T dout,
+//   dP = dout V^T,                     dV = P^T dout,
 //   dS = P * (dP - rowsum(P * dP)),
-//   dQ += dS K / sqrt(hs),             dK += dS^T Q / sqrt(hs),
+//   dQ = dS K / sqrt(hs),              dK = dS^T Q / sqrt(hs),
 //   ds_h += sum dS * eta sigma_h eps   (s_h = log sigma_h).
 // The products run in blocks of GEMM_TILE_M rows that stop at the diagonal,
-// as in the forward. Each (b, h) owns its slices of dq, dk, dv, so the pairs
-// run in parallel; dqkv is overwritten (each pair clears its slices first).
+// as in the forward. Each (b, h) owns its slices of dq, dk, dv, which the
+// products overwrite, so the pairs run in parallel and dqkv needs no clearing.
+
+// Row t of dP into dS, in place: g (score_chunks(n) floats, n = t + 1 keys)
+// becomes p * (g - sum p g) * scale over t2 < n, and 0 for t2 >= n, with p the
+// row's probabilities (n floats). With noisy set, returns the row's share of
+// the noise gradient, sum of dS eps(base + t2) ns before the scaling (0
+// otherwise). Over whole chunks of SCORE_CHUNK keys, as the forward's softmax.
+static float softmax_row_backward(float* restrict g, const float* restrict p, int n,
+                                  float scale, int noisy, float ns, uint64_t key,
+                                  size_t base) {
+    int W = score_chunks(n);
+
+    // sum over t2 < n of p g
+    float dot = 0.0f;
+    #pragma omp simd reduction(+ : dot)
+    for (int t2 = 0; t2 < W; t2++) dot += t2 < n ? p[t2] * g[t2] : 0.0f;
+
+    // dS, and the 1/sqrt(hs) after its noise gradient
+    float dsum = 0.0f;
+    #pragma omp simd
+    for (int t2 = 0; t2 < W; t2++) g[t2] = t2 < n ? p[t2] * (g[t2] - dot) : 0.0f;
+    if (noisy) {
+        #pragma omp simd reduction(+ : dsum)
+        for (int t2 = 0; t2 < W; t2++) dsum += g[t2] * ns * rng_normal(key, base + t2);
+    }
+    #pragma omp simd
+    for (int t2 = 0; t2 < W; t2++) g[t2] *= scale;
+    return dsum;
+}
+
 void attention_backward(float* dqkv, float* dnoise, const float* dout, const float* qkv,
                         const float* att, int B, int T, int C, int NH,
                         const float* noise_scale, uint64_t noise_key) {
-    int hs = C / NH;
+    int hs = C / NH, Tp = gemm_round_cols(T, INT_MAX);
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C;
     double* ds_part = noise_scale ? xcalloc((size_t)B * NH, sizeof(double), "att") : NULL;
 
     #pragma omp parallel
     {
-        float* vt = xmalloc((size_t)hs * T * sizeof(float), "attention scratch");
-        float* dS = xmalloc((size_t)T * T * sizeof(float), "attention scratch");
+        // per thread: vt (hs, Tp) the values transposed, zero past T, and dS
+        // (T, Tp), dP and then dS of one pair
+        float* vt = xmalloc_lines((size_t)hs * Tp, sizeof(float), 1, "attention scratch");
+        float* dS = xmalloc_lines((size_t)T * Tp, sizeof(float), 0, "attention scratch");
         #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
@@ -172,28 +205,19 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
                 const float* P = att + ((size_t)b * NH + h) * T * T;
                 const float* d = dout + (size_t)b * T * C + h * hs;
 
-                // this pair's dq, dk, dv start at zero: the products below add
-                for (int t = 0; t < T; t++) {
-                    memset(dq + t * C3, 0, hs * sizeof(float));
-                    memset(dk + t * C3, 0, hs * sizeof(float));
-                    memset(dv + t * C3, 0, hs * sizeof(float));
-                }
-
                 // dP = dout V^T (into dS), blocks of queries up to the diagonal,
-                // rounded up to whole tiles of keys where T allows (the extra
-                // ones are cleared with the masked part below)
-                for (int t = 0; t < T; t++)
-                    for (int i = 0; i < hs; i++) vt[(size_t)i * T + t] = v[t * C3 + i];
+                // rounded up to whole tiles of keys (the extra ones are masked
+                // below)
+                for (int i = 0; i < hs; i++)
+                    for (int t = 0; t < T; t++) vt[(size_t)i * Tp + t] = v[t * C3 + i];
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    int keys = gemm_round_cols(t0 + rows, T);
-                    for (int r = 0; r < rows; r++)
-                        memset(dS + (size_t)(t0 + r) * T, 0, keys * sizeof(float));
-                    gemm_serial(dS + (size_t)t0 * T, T, d + (size_t)t0 * C, C, 1, vt, T,
+                    int keys = gemm_round_cols(t0 + rows, Tp);
+                    gemm_serial(dS + (size_t)t0 * Tp, Tp, d + (size_t)t0 * C, C, 1, vt, Tp,
                                 rows, keys, hs);
                 }
 
-                // dV += P^T dout: rows t2 of a block meet the queries t >= t0
+                // dV = P^T dout: rows t2 of a block meet the queries t >= t0
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
                     gemm_serial(dv + (size_t)t0 * C3, C3, P + (size_t)t0 * T + t0, 1, T,
@@ -203,36 +227,25 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
                 // the softmax's backward, the noise gradient, and the 1/sqrt(hs)
                 double ds = 0.0;
                 for (int t = 0; t < T; t++) {
-                    const float* p = P + (size_t)t * T;
-                    float* g = dS + (size_t)t * T;
-                    float dot = 0.0f;
-                    #pragma omp simd reduction(+ : dot)
-                    for (int t2 = 0; t2 <= t; t2++) dot += p[t2] * g[t2];
-                    for (int t2 = 0; t2 <= t; t2++) g[t2] = p[t2] * (g[t2] - dot);
-                    if (noise_scale) {
-                        size_t base = (((size_t)b * NH + h) * T + t) * T;
-                        float ns = noise_scale[h], dsr = 0.0f;
-                        #pragma omp simd reduction(+ : dsr)
-                        for (int t2 = 0; t2 <= t; t2++)
-                            dsr += g[t2] * ns * rng_normal(noise_key, base + t2);
-                        ds += dsr;
-                    }
-                    for (int t2 = 0; t2 <= t; t2++) g[t2] *= scale;
-                    for (int t2 = t + 1; t2 < T; t2++) g[t2] = 0.0f;
+                    size_t base = (((size_t)b * NH + h) * T + t) * T;
+                    ds += softmax_row_backward(dS + (size_t)t * Tp, P + (size_t)t * T, t + 1,
+                                               scale, noise_scale != NULL,
+                                               noise_scale ? noise_scale[h] : 0.0f,
+                                               noise_key, base);
                 }
                 if (ds_part) ds_part[(size_t)b * NH + h] = ds;
 
-                // dQ += dS K, blocks of queries over the keys they saw
+                // dQ = dS K, blocks of queries over the keys they saw
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    gemm_serial(dq + (size_t)t0 * C3, C3, dS + (size_t)t0 * T, T, 1, k, C3,
-                                rows, hs, t0 + rows);
+                    gemm_serial(dq + (size_t)t0 * C3, C3, dS + (size_t)t0 * Tp, Tp, 1, k,
+                                C3, rows, hs, t0 + rows);
                 }
 
-                // dK += dS^T Q: keys of a block meet the queries t >= t0
+                // dK = dS^T Q: keys of a block meet the queries t >= t0
                 for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
                     int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    gemm_serial(dk + (size_t)t0 * C3, C3, dS + (size_t)t0 * T + t0, 1, T,
+                    gemm_serial(dk + (size_t)t0 * C3, C3, dS + (size_t)t0 * Tp + t0, 1, Tp,
                                 q + (size_t)t0 * C3, C3, rows, hs, T - t0);
                 }
             }
@@ -540,20 +553,25 @@ double gradient_stats(const AdamW* opt, const float* g, AmeGroupStats* stats,
         const ParamSlice* sl = &opt->slices[chunk_slice[c]];
         size_t end = sl->offset + sl->size;
         size_t lo = chunk_start[c], hi = lo + REDUCE_CHUNK < end ? lo + REDUCE_CHUNK : end;
-        ChunkStats cs = {0};
+        // (vector sums: the lanes' order is fixed for a given build)
+        double gg = 0.0, gsum = 0.0, gu = 0.0, uu = 0.0, gd = 0.0, dd = 0.0;
+        #pragma omp simd reduction(+ : gg, gsum)
         for (size_t i = lo; i < hi; i++) {
-            cs.gg += (double)g[i] * g[i];
-            cs.gsum += g[i];
+            gg += (double)g[i] * g[i];
+            gsum += g[i];
         }
         if (directions) {
+            const float* u = opt->u;
+            const float* d = opt->d;
+            #pragma omp simd reduction(+ : gu, uu, gd, dd)
             for (size_t i = lo; i < hi; i++) {
-                cs.gu += (double)g[i] * opt->u[i];
-                cs.uu += (double)opt->u[i] * opt->u[i];
-                cs.gd += (double)g[i] * opt->d[i];
-                cs.dd += (double)opt->d[i] * opt->d[i];
+                gu += (double)g[i] * u[i];
+                uu += (double)u[i] * u[i];
+                gd += (double)g[i] * d[i];
+                dd += (double)d[i] * d[i];
             }
         }
-        part[c] = cs;
+        part[c] = (ChunkStats){gg, gu, uu, gd, dd, gsum};
     }
 
     // reduce in chunk order into the whole norm and the per-group statistics
@@ -575,6 +593,44 @@ double gradient_stats(const AdamW* opt, const float* g, AmeGroupStats* stats,
     free(chunk_slice);
     free(chunk_start);
     return total;
+}
+
+// The constants of one slice's update.
+typedef struct {
+    float grad_scale, b1, beta2, inv_bc2, c1, eps, wd, alpha;
+} AdamConsts;
+
+// The update of elements lo .. hi - 1, shared among the threads of the enclosing
+// parallel region (without a barrier at the end): m, v, then the decoupled
+// update theta -= alpha (mhat / (sqrt(vhat) + eps) + wd theta). With track set
+// (GAME), the direction u and the derivative of the direction with respect to
+// beta1, (m_prev - g) / (c1 (sqrt(vhat) + eps)), are kept for the next step's
+// hypergradients (bias correction's own dependence on beta1 is neglected
+// there). Inlined with track a constant, so that each loop is branch-free vector
+// code.
+static inline __attribute__((always_inline)) void
+adamw_range(AdamW* opt, float* restrict params, const float* restrict g, size_t lo,
+            size_t hi, AdamConsts k, int track) {
+    float* restrict mom = opt->m;
+    float* restrict vel = opt->v;
+    float* restrict u = opt->u;
+    float* restrict dd = opt->d;
+    #pragma omp for simd schedule(static) nowait
+    for (size_t i = lo; i < hi; i++) {
+        float gr = g[i] * k.grad_scale;
+        float m_prev = mom[i];
+        float m = k.b1 * m_prev + (1.0f - k.b1) * gr;
+        float v = k.beta2 * vel[i] + (1.0f - k.beta2) * gr * gr;
+        mom[i] = m;
+        vel[i] = v;
+        float inv = 1.0f / (k.c1 * (sqrtf(v * k.inv_bc2) + k.eps)); // one division
+        float dir = m * inv + k.wd * params[i];
+        params[i] -= k.alpha * dir;
+        if (track) {
+            u[i] = dir;
+            dd[i] = (m_prev - gr) * inv;
+        }
+    }
 }
 
 void adamw_step(AdamW* opt, float* params, const float* g, float grad_scale,
@@ -600,32 +656,11 @@ void adamw_step(AdamW* opt, float* params, const float* g, float grad_scale,
     for (int s = 0; s < opt->num_slices; s++) {
         const ParamSlice* sl = &opt->slices[s];
         int gi = sl->group;
-        float b1 = beta1[gi], alpha = lr[gi], c1 = bc1[gi];
-        float wd = sl->decay ? opt->weight_decay : 0.0f;
-        float* u = opt->u;
-        float* dd = opt->d;
-
-        // m, v, then the decoupled update theta -= alpha (mhat / (sqrt(vhat) + eps)
-        // + wd theta); with GAME the direction u and the derivative of the
-        // direction with respect to beta1, (m_prev - g) / (c1 (sqrt(vhat) + eps)),
-        // are kept for the next step's hypergradients (bias correction's own
-        // dependence on beta1 is neglected there).
-        #pragma omp for schedule(static) nowait
-        for (size_t i = sl->offset; i < sl->offset + sl->size; i++) {
-            float gr = g[i] * grad_scale;
-            float m_prev = opt->m[i];
-            float m = b1 * m_prev + (1.0f - b1) * gr;
-            float v = beta2 * opt->v[i] + (1.0f - beta2) * gr * gr;
-            opt->m[i] = m;
-            opt->v[i] = v;
-            float inv = 1.0f / (c1 * (sqrtf(v * inv_bc2) + eps)); // one division
-            float dir = m * inv + wd * params[i];
-            params[i] -= alpha * dir;
-            if (u) {
-                u[i] = dir;
-                dd[i] = (m_prev - gr) * inv;
-            }
-        }
+        AdamConsts k = {grad_scale, beta1[gi], beta2, inv_bc2, bc1[gi], eps,
+                        sl->decay ? opt->weight_decay : 0.0f, lr[gi]};
+        size_t lo = sl->offset, hi = sl->offset + sl->size;
+        if (opt->u) adamw_range(opt, params, g, lo, hi, k, 1);
+        else adamw_range(opt, params, g, lo, hi, k, 0);
     }
 }
 

@@ -528,6 +528,121 @@ Test(layers, attention_causal_mask, .init = one_thread) {
 
 Test(layers, attention_logit_noise, .init = one_thread) { check_attention(1); }
 
+// The gradients of ref_attention for the output gradient dout (B, T, C), from
+// its probabilities att, written from the chain rule (no finite differences, so
+// that a wide shape stays cheap): dqkv (B, T, 3C) overwritten, and with s not
+// NULL the per-head gradient ds (NH) of the noise scales' logs, overwritten.
+static void ref_attention_backward(double* dqkv, double* ds, const double* dout,
+                                   const double* qkv, const double* att, int B, int T,
+                                   int C, int NH, const double* s, double eta,
+                                   uint64_t key) {
+    int hs = C / NH;
+    double inv = 1.0 / sqrt((double)hs);
+    double* dS = test_calloc((size_t)T, sizeof(double));
+    memset(dqkv, 0, (size_t)B * T * 3 * C * sizeof(double));
+    if (ds) memset(ds, 0, NH * sizeof(double));
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < T; t++) {
+                const double* p = att + (((size_t)b * NH + h) * T + t) * T;
+                const double* d = dout + (b * T + t) * C + h * hs;
+                const double* q = qkv + (b * T + t) * 3 * C + h * hs;
+
+                // dP = dout . v, then through the softmax
+                double dot = 0.0;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const double* v = qkv + (b * T + t2) * 3 * C + 2 * C + h * hs;
+                    double dp = 0.0;
+                    for (int i = 0; i < hs; i++) dp += d[i] * v[i];
+                    dS[t2] = dp;
+                    dot += p[t2] * dp;
+                }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    dS[t2] = p[t2] * (dS[t2] - dot);
+                    if (s) {
+                        size_t idx = (((size_t)b * NH + h) * T + t) * T + t2;
+                        ds[h] += dS[t2] * eta * exp(s[h]) * (double)rng_normal(key, idx);
+                    }
+                }
+
+                // into dq, dk, dv
+                double* dq = dqkv + (b * T + t) * 3 * C + h * hs;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const double* k = qkv + (b * T + t2) * 3 * C + C + h * hs;
+                    double* dk = dqkv + (b * T + t2) * 3 * C + C + h * hs;
+                    double* dv = dk + C;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += dS[t2] * k[i] * inv;
+                        dk[i] += dS[t2] * q[i] * inv;
+                        dv[i] += p[t2] * d[i];
+                    }
+                }
+            }
+        }
+    }
+    free(dS);
+}
+
+// Attention at a shape wider than the chunks and tiles its kernels work in
+// (T = 45: one full and one partial chunk of keys past 32, hs 32 and 16),
+// forward and backward against the double reference, with and without noise.
+static void check_attention_wide(int C, int NH, int noisy) {
+    enum { WB = 2, WT = 45 };
+    TestRng r = {SEED_LAYERS + 11 + (uint64_t)noisy};
+    size_t n3 = (size_t)WB * WT * 3 * C, n = (size_t)WB * WT * C;
+    size_t na = (size_t)WB * NH * WT * WT;
+    float* qkv = test_calloc(n3, sizeof(float));
+    float* dout = test_calloc(n, sizeof(float));
+    float* out = test_calloc(n, sizeof(float));
+    float* att = test_calloc(na, sizeof(float));
+    float* dqkv = test_calloc(n3, sizeof(float));
+    double* qkv_d = test_calloc(n3, sizeof(double));
+    double* dout_d = test_calloc(n, sizeof(double));
+    double* out_d = test_calloc(n, sizeof(double));
+    double* att_d = test_calloc(na, sizeof(double));
+    double* dqkv_d = test_calloc(n3, sizeof(double));
+    fill_pair(&r, qkv, qkv_d, n3, 0.0, 1.0);
+    fill_pair(&r, dout, dout_d, n, 0.0, 1.0);
+    double s[4], ds_d[4];
+    float scale[4], ds[4] = {0};
+    for (int h = 0; h < NH; h++) {
+        s[h] = log(0.4) + 0.2 * h;
+        scale[h] = 1.1f * expf((float)s[h]);
+    }
+    uint64_t key = rng_key(17, 3, RNG_SITE_LOGIT(0));
+
+    // forward: outputs, and every probability, zeros above the diagonal included
+    attention_forward(out, att, qkv, WB, WT, C, NH, noisy ? scale : NULL, key);
+    ref_attention(out_d, att_d, qkv_d, WB, WT, C, NH, noisy ? s : NULL, 1.1, key);
+    expect_forward("wide atty", out, out_d, n);
+    for (size_t i = 0; i < na; i++)
+        cr_assert(fabs(att[i] - att_d[i]) <= FWD_TOL, "wide att[%zu]: %.9g vs %.9g", i,
+                  att[i], att_d[i]);
+
+    // backward, over a poisoned buffer
+    fill_float(dqkv, n3, GRAD_POISON);
+    attention_backward(dqkv, noisy ? ds : NULL, dout, qkv, att, WB, WT, C, NH,
+                       noisy ? scale : NULL, key);
+    ref_attention_backward(dqkv_d, noisy ? ds_d : NULL, dout_d, qkv_d, att_d, WB, WT, C,
+                           NH, noisy ? s : NULL, 1.1, key);
+    double gmax = test_max_abs(dqkv_d, n3);
+    for (size_t i = 0; i < n3; i++)
+        cr_assert(fabs(dqkv[i] - dqkv_d[i]) <= 1e-5 * gmax, "wide dqkv[%zu]: %.9g vs %.9g",
+                  i, dqkv[i], dqkv_d[i]);
+    for (int h = 0; noisy && h < NH; h++)
+        cr_assert(test_rel_err(ds[h], ds_d[h], 1e-3) < 1e-4, "wide ds[%d]: %.9g vs %.9g",
+                  h, ds[h], ds_d[h]);
+
+    free(qkv); free(dout); free(out); free(att); free(dqkv);
+    free(qkv_d); free(dout_d); free(out_d); free(att_d); free(dqkv_d);
+}
+
+Test(layers, attention_wide, .init = one_thread) {
+    check_attention_wide(64, 2, 0);
+    check_attention_wide(64, 2, 1);
+    check_attention_wide(64, 4, 1);
+}
+
 enum { GELU_N = LN * 4 * LC };
 
 typedef struct {
