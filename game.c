@@ -1487,6 +1487,21 @@ int model_from_checkpoint(Model* m, Tokenizer* tk, const Checkpoint* ck, char* e
         tokenizer_free(tk);
         return -1;
     }
+
+    // every weight finite: a NaN or an infinity would only surface later, as a
+    // diverged run or a failed sample, far from its cause
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const float* x = m->params.t[t];
+        for (size_t i = 0; i < sizes[t]; i++) {
+            if (isfinite(x[i])) continue;
+            snprintf(err, errlen, "its weights are not finite (%s[%zu] is %g): it was "
+                     "saved from a diverged run or is damaged; use an earlier checkpoint",
+                     param_name(t), i, x[i]);
+            model_free(m);
+            tokenizer_free(tk);
+            return -1;
+        }
+    }
     return 0;
 }
 

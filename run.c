@@ -6,6 +6,7 @@
 // stdin: line by line, each line answered, when stdin is a terminal, and as one
 // whole text otherwise. `run --info MODEL` describes a checkpoint instead.
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -105,14 +106,28 @@ void run_usage(FILE* f) {
 }
 
 // Parses a whole-string number in [lo, hi] into *out; -1 with a message if not.
-static int parse_number(const char* flag, const char* s, double lo, double hi,
-                        int integer, double* out, char* err, size_t errlen) {
+static int parse_number(const char* flag, const char* s, double lo, double hi, double* out,
+                        char* err, size_t errlen) {
     char* end;
     errno = 0;
-    double v = integer ? (double)strtoll(s, &end, 10) : strtod(s, &end);
+    double v = strtod(s, &end);
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        snprintf(err, errlen, "%s '%s': expected %s from %g to %g", flag, s,
-                 integer ? "a whole number" : "a number", lo, hi);
+        snprintf(err, errlen, "%s '%s': expected a number from %g to %g", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+// The same for a whole number, written in decimal digits.
+static int parse_whole(const char* flag, const char* s, long long lo, long long hi,
+                       long long* out, char* err, size_t errlen) {
+    char* end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+        snprintf(err, errlen, "%s '%s': expected a whole number from %lld to %lld", flag, s,
+                 lo, hi);
         return -1;
     }
     *out = v;
@@ -138,34 +153,35 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
     };
     int c;
     double v = 0.0;
+    long long w = 0;
     opterr = 0;
     optind = 0; // a full rescan, so the parser can run more than once
     while ((c = getopt_long(argc, argv, ":n:t:k:p:s:i:f:h", longs, NULL)) != -1) {
         int rc = 0;
         switch (c) {
         case 'n':
-            rc = parse_number("-n", optarg, 0, 1e12, 1, &v, err, errlen);
-            if (rc == 0) o->tokens = (long)v;
+            rc = parse_whole("-n", optarg, 0, 1000000000000LL, &w, err, errlen);
+            if (rc == 0) o->tokens = (long)w;
             break;
         case 't':
-            rc = parse_number("-t", optarg, 0, 1e6, 0, &v, err, errlen);
+            rc = parse_number("-t", optarg, 0, 1e6, &v, err, errlen);
             if (rc == 0) o->temperature = (float)v;
             break;
         case 'k':
-            rc = parse_number("-k", optarg, 0, 1 << 21, 1, &v, err, errlen);
-            if (rc == 0) o->top_k = (int)v;
+            rc = parse_whole("-k", optarg, 0, 1 << 21, &w, err, errlen);
+            if (rc == 0) o->top_k = (int)w;
             break;
         case 'p':
-            rc = parse_number("-p", optarg, 1e-30, 1, 0, &v, err, errlen);
+            rc = parse_number("-p", optarg, 1e-30, 1, &v, err, errlen);
             if (rc == 0) o->top_p = (float)v;
             break;
         case 's':
-            rc = parse_number("-s", optarg, 0, 9e15, 1, &v, err, errlen);
-            if (rc == 0) o->seed = (uint64_t)v;
+            rc = parse_whole("-s", optarg, 0, LLONG_MAX, &w, err, errlen);
+            if (rc == 0) o->seed = (uint64_t)w;
             break;
         case 'T':
-            rc = parse_number("--threads", optarg, 1, 1024, 1, &v, err, errlen);
-            if (rc == 0) o->threads = (int)v;
+            rc = parse_whole("--threads", optarg, 1, 1024, &w, err, errlen);
+            if (rc == 0) o->threads = (int)w;
             break;
         case 'i': o->prompt = optarg; break;
         case 'f': o->prompt_file = optarg; break;
@@ -415,7 +431,8 @@ static int tran_decode(const CkptSection* sec, TranInfo* t, char* err, size_t er
     uint64_t magic = ckpt_blob_get_u64(&c);
     if (c.bad || (magic & 0xffffffffu) != TRAN_MAGIC_WORD) {
         snprintf(err, errlen, "its training state (TRAN) does not start with the TRAN "
-                 "magic: it was written by an older version of train");
+                 "magic: the section is damaged, or was written by another version of "
+                 "train");
         return -1;
     }
     if ((magic >> 32) != TRAN_LAYOUT_VERSION) {
@@ -469,8 +486,9 @@ static int tran_decode(const CkptSection* sec, TranInfo* t, char* err, size_t er
 
     // the GAME constants close the blob: exactly that many words must remain
     if (c.cap - c.n != 8 * (size_t)TRAN_GAME_CONSTANTS) {
-        snprintf(err, errlen, "its training state (TRAN) is %zu bytes, but the layout run "
-                 "reads needs %zu: run.c's reader and tran_write() in train.c disagree",
+        snprintf(err, errlen, "its training state (TRAN) is %zu bytes, but its layout "
+                 "needs %zu: the section is damaged, or was written by another version "
+                 "of train (the model itself can still be sampled)",
                  c.cap, c.n + 8 * (size_t)TRAN_GAME_CONSTANTS);
         tran_info_free(t);
         return -1;
@@ -478,7 +496,8 @@ static int tran_decode(const CkptSection* sec, TranInfo* t, char* err, size_t er
     return 0;
 damaged:
     snprintf(err, errlen, "its training state (TRAN) ends too soon (%zu bytes) for its "
-             "layout: run.c's reader and tran_write() in train.c disagree", c.n);
+             "layout: the section is damaged, or was written by another version of train "
+             "(the model itself can still be sampled)", c.n);
     tran_info_free(t);
     return -1;
 }

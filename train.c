@@ -33,6 +33,12 @@
 #include "tokenizer.h"
 #include "weights.h"
 
+// "s" after a count other than one.
+static const char* plural(long n) { return n == 1 ? "" : "s"; }
+
+// The text trained on without -i, relative to the repository's root.
+#define DEFAULT_TEXT "data/tinyshakespeare.txt"
+
 // Consecutive non-finite steps after which training stops as diverged.
 #define MAX_CONSECUTIVE_SKIPS 10
 
@@ -697,7 +703,7 @@ void batch_fill(int* inputs, int* targets, const Split* s, int B, int T, uint64_
 
 void train_options_default(TrainOptions* o) {
     memset(o, 0, sizeof(*o));
-    o->input = "data/tinyshakespeare.txt";
+    o->input = DEFAULT_TEXT;
     o->output = "model.bin";
     o->layers = 4;
     o->heads = 4;
@@ -925,9 +931,9 @@ int trainer_plot(const Trainer* tr, const char* path, char* err, size_t errlen) 
     };
     int n_panels = tr->opt.game_mask ? 4 : 2;
     char heading[256];
-    snprintf(heading, sizeof(heading), "%s: %d layers, %d channels, GAME %s, step %ld",
-             tr->opt.input, c->layers, c->channels, tr->opt.game ? tr->opt.game : "off",
-             tr->step);
+    snprintf(heading, sizeof(heading), "%s: %d layer%s, %d channels, GAME %s, step %ld",
+             tr->opt.input, c->layers, plural(c->layers), c->channels,
+             tr->opt.game ? tr->opt.game : "off", tr->step);
     return plot_write_png(path, 1200, n_panels > 2 ? 900 : 800, panels, n_panels, heading,
                           err, errlen);
 }
@@ -1223,7 +1229,8 @@ static int trainer_restore(Trainer* tr, const Checkpoint* ck, char* err, size_t 
     // the GAME state
     const CkptSection* game = ckpt_find(ck, "GAME");
     if (!game) {
-        snprintf(err, errlen, "no GAME state in the checkpoint");
+        snprintf(err, errlen, "it has no GAME section, which resuming needs: it was not "
+                 "written by train, or is damaged; resume from a .last checkpoint of train");
         return -1;
     }
     char why[256];
@@ -1410,7 +1417,7 @@ void train_usage(FILE* f) {
         "      --steps N           training steps (default %ld)\n"
         "      --lr F              peak learning rate (default %g)\n"
         "      --min-lr F          final learning rate of the cosine (default %g)\n"
-        "      --warmup N          linear warmup steps (default %ld, at most steps/10)\n"
+        "      --warmup N          linear warmup steps (default %ld, or steps/10 if less)\n"
         "      --weight-decay F    AdamW decay of the matrices (default %g)\n"
         "      --clip F            gradient-norm clip, 0 for none (default %g)\n"
         "      --beta1 F           AdamW momentum, GAME's starting mu (default %g)\n"
@@ -1809,9 +1816,12 @@ int main(int argc, char** argv) {
     Trainer tr;
     if (trainer_init(&tr, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: %s\n", err);
-        if (o.resume && o.input == stored[0])
+        if (o.resume && o.input == stored[0] && access(o.input, R_OK) != 0)
             fprintf(stderr, "       (the text path %s comes from the checkpoint; give "
                     "-i FILE if the text is elsewhere)\n", o.input);
+        if (!o.resume && strcmp(o.input, DEFAULT_TEXT) == 0 && access(o.input, R_OK) != 0)
+            fprintf(stderr, "       (%s is the default text, found from the project's "
+                    "directory; run train there, or give -i FILE)\n", o.input);
         return EXIT_FAILURE;
     }
     if (tr.step >= o.steps) {
@@ -1843,14 +1853,16 @@ int main(int argc, char** argv) {
     FILE* info = o.quiet ? NULL : stdout;
     int live = info && isatty(fileno(stdout));
     if (info) {
-        printf("model: %d layers, %d heads, %d channels, context %d, vocabulary %d\n",
-               cfg->layers, cfg->heads, cfg->channels, cfg->context, cfg->vocab_size);
+        printf("model: %d layer%s, %d head%s, %d channels, context %d, vocabulary %d\n",
+               cfg->layers, plural(cfg->layers), cfg->heads, plural(cfg->heads),
+               cfg->channels, cfg->context, cfg->vocab_size);
         printf("parameters: %zu (plus %zu GAME noise scales)\n", base_params,
                tr.model.num_params - base_params);
         printf("data: %s, %zu characters: %zu train, %zu validation\n", o.input,
                tr.n_tokens, tr.train.n, tr.val.n);
         printf("training: %ld steps, batch %d, lr %g -> %g, warmup %ld, GAME %s, "
-               "%d threads\n", o.steps, o.batch, o.lr, o.min_lr, o.warmup, o.game, threads);
+               "%d thread%s\n", o.steps, o.batch, o.lr, o.min_lr, o.warmup, o.game, threads,
+               plural(threads));
         if (tr.step > 0)
             printf("resumed from %s at step %ld (best validation loss %.4f)\n", o.resume,
                    tr.step, tr.best_val);
@@ -1986,18 +1998,26 @@ int main(int argc, char** argv) {
     printf("done: %ld steps in %s (%.1f ms/step), %ld tokens seen\n", tr.step - first_step,
            took, t_train / (tr.step - first_step > 0 ? tr.step - first_step : 1),
            (tr.step - first_step) * tokens_per_step);
-    if (tr.best_step >= 0 && (best_saved || first_step > 0)) {
-        printf("best validation loss %.4f at step %ld, saved in %s\n", tr.best_val,
-               tr.best_step, o.output);
-        printf("sample it with: ./run %s -n 500 -i \"...\"\n", o.output);
+    // where the best model is: this run's -o if it saved one; resumed without a
+    // better loss, the earlier run's -o, which a new -o does not replace
+    const char* best_path = NULL;
+    if (tr.best_step >= 0 && best_saved) best_path = o.output;
+    else if (tr.best_step >= 0 && first_step > 0) best_path = stored[1] ? stored[1] : o.output;
+    if (best_path) {
+        printf("best validation loss %.4f at step %ld, saved in %s%s\n", tr.best_val,
+               tr.best_step, best_path, best_saved ? "" : " by the earlier run");
+        if (!best_saved && strcmp(best_path, o.output) != 0)
+            printf("(this run did not improve on it, so it wrote nothing to %s)\n",
+                   o.output);
+        printf("sample it with: ./run %s -n 500 -i \"...\"\n", best_path);
     }
     if (last_saved)
         printf("latest step saved in %s (train --resume %s continues it)\n", o.last,
                o.last);
     Model best;
     Tokenizer tok;
-    if (status == EXIT_SUCCESS && !o.quiet && o.sample_chars > 0 &&
-        model_load(&best, &tok, NULL, o.output, err, sizeof(err)) == 0) {
+    if (status == EXIT_SUCCESS && !o.quiet && o.sample_chars > 0 && best_path &&
+        model_load(&best, &tok, NULL, best_path, err, sizeof(err)) == 0) {
         printf("sample from the best model:\n----\n");
         print_sample(&best, &tok, &tr.val, o.seed, o.sample_chars);
         printf("----\n");

@@ -255,7 +255,7 @@ Test(cli, train_writes_checkpoint) {
                              "--warmup", "2", "--eval-every", "10", "--eval-batches", "2",
                              "--threads", "1");
     expect_success(&r, "tiny train");
-    cr_expect(strstr(r.out, "model: 1 layers, 2 heads, 16 channels, context 8") != NULL,
+    cr_expect(strstr(r.out, "model: 1 layer, 2 heads, 16 channels, context 8") != NULL,
               "no model line:\n%s", r.out);
     cr_expect(strstr(r.out, "eval step 10:") != NULL, "no eval at step 10:\n%s", r.out);
     cr_expect(strstr(r.out, "eval step 20:") != NULL, "no eval at step 20:\n%s", r.out);
@@ -522,7 +522,7 @@ Test(cli, train_and_run_raw_bytes) {
     test_result_free(&g);
 }
 
-// Weights that give a non-finite logit: run stops with an error, exit code 1.
+// A NaN weight: run refuses the checkpoint when it loads it, exit code 1.
 Test(cli, run_non_finite_weights) {
     const char* ckpt = train_tiny("model.bin");
     Checkpoint c;
@@ -537,7 +537,7 @@ Test(cli, run_non_finite_weights) {
     ckpt_free_loaded(&c);
 
     TestResult r = RUN_RUN(nan_path, "-n", "20");
-    EXPECT_FAILURE(&r, "run on NaN weights", "non-finite");
+    EXPECT_FAILURE(&r, "run on NaN weights", "weights are not finite (wte[0] is nan)");
     test_result_free(&r);
 }
 

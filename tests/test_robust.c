@@ -520,6 +520,28 @@ Test(robust, resume_best_checkpoint_refused) {
     test_result_free(&r);
 }
 
+// Resuming with a new -o at a learning rate that never improves on the earlier
+// best: nothing is written to the new -o, so the summary must name the earlier
+// run's file, which holds the best model, and every file it names must exist.
+Test(robust, resume_new_output_without_improvement) {
+    const char* ckpt = train_tiny("earlier.bin");
+    char last[300], fresh[300];
+    snprintf(last, sizeof(last), "%s.last", ckpt);
+    snprintf(fresh, sizeof(fresh), "%s/fresh.bin", g_test_dir);
+    TestResult r = TRAIN(NULL, "--resume", last, "--steps", "30", "--lr", "20",
+                         "--min-lr", "20", "--clip", "0", "-o", fresh);
+    expect_saves_exist(&r, g_test_dir, "a resumed run with a new -o");
+    cr_expect(!test_file_exists(fresh), "the run improved on the best after all (its "
+              "premise): choose a larger --lr\n%s", r.out);
+    char want[400];
+    snprintf(want, sizeof(want), "saved in %s by the earlier run", ckpt);
+    cr_expect(strstr(r.out, want) != NULL, "the summary does not name %s:\n%s", ckpt,
+              r.out);
+    cr_expect(strstr(r.out, "wrote nothing to") != NULL,
+              "the summary does not say the new -o was not written:\n%s", r.out);
+    test_result_free(&r);
+}
+
 // ----------------------------------------------------------------------------
 // Full disk
 
@@ -880,6 +902,35 @@ Test(robust, run_rejects_vocab_mismatch) {
     cr_expect(strstr(r.err, "vocab_size 5") != NULL, "the header's size is not named:\n%s",
               r.err);
     cr_expect_eq(r.out_len, 0, "text printed for a bad checkpoint");
+    test_result_free(&r);
+}
+
+// A training checkpoint in which one weight is NaN (checksums valid): run --info
+// and train --resume reject it as not finite when they load it, instead of
+// resuming into a run that diverges and blames the learning rate.
+Test(robust, non_finite_weights_rejected_at_load) {
+    const char* ckpt = train_tiny("nan-src.bin");
+    char last[300], err[512];
+    snprintf(last, sizeof(last), "%s.last", ckpt);
+    Checkpoint c;
+    cr_assert_eq(ckpt_load(&c, last, err, sizeof(err)), 0, "%s", err);
+    const CkptSection* parm = ckpt_find(&c, "PARM");
+    cr_assert_not_null(parm);
+    cr_assert_geq(parm->size, 4 * 41);
+    ckpt_put_f32((unsigned char*)parm->data + 4 * 40, NAN);
+    const char* path = test_path("nan.bin");
+    cr_assert_eq(ckpt_save(&c, path, err, sizeof(err)), 0, "%s", err);
+    ckpt_free_loaded(&c);
+
+    TestResult r = RUN(NULL, "--info", path);
+    expect_failure(&r, "weights are not finite", "run --info on a NaN weight");
+    test_result_free(&r);
+    r = TRAIN(NULL, "--resume", path, "--steps", "30", "-q");
+    expect_failure(&r, "weights are not finite", "train --resume on a NaN weight");
+    cr_expect(strstr(r.err, "diverged") == NULL || strstr(r.err, "diverged run") != NULL,
+              "a NaN checkpoint is blamed on the training:\n%s", r.err);
+    cr_expect(strstr(r.err, "--lr") == NULL, "a NaN checkpoint is blamed on --lr:\n%s",
+              r.err);
     test_result_free(&r);
 }
 
