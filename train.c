@@ -1174,6 +1174,10 @@ int train_options_from_checkpoint(const char* path, TrainOptions* o, char* strin
     } else if (tran_read_options(sec, o, strings, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s: %s", path, why);
         rc = -1;
+    } else if (config_check(&ck.config)) {
+        snprintf(err, errlen, "%s: its configuration is invalid (%s): it is damaged",
+                 path, config_check(&ck.config));
+        rc = -1;
     }
     o->layers = ck.config.layers;
     o->heads = ck.config.heads;
@@ -1599,6 +1603,7 @@ int train_parse_args(TrainOptions* o, int argc, char** argv, char* err, size_t e
         }
         case OPT_GAME_SET:
             if (parse_game_set(&o->ame, optarg, err, errlen) != 0) return -1;
+            o->game_sets++;
             break;
         case OPT_NO_DITHER: o->dither = 0; break;
         case OPT_LOG: o->log_csv = optarg; break;
@@ -1781,6 +1786,9 @@ int main(int argc, char** argv) {
     char mode[64], last_path[4096];
     ame_mode_string(o.game_mask, mode, sizeof(mode));
     o.game = mode;
+    if (o.game_sets > 0 && o.game_mask == 0)
+        fprintf(stderr, "note: GAME is off, so --game-set changes nothing; turn it on with "
+                "--game full or a list such as c1,c2\n");
 
     // the latest checkpoint: --last; or, resuming, the file resumed from (unless
     // a new -o was given); or OUTPUT.last

@@ -131,6 +131,7 @@ typedef struct {
     long stop_at;         // stop after this step (0: run to the end)
     int quiet;
     AmeParams ame;
+    int game_sets;        // how many --game-set flags were given
 } TrainOptions;
 
 void train_options_default(TrainOptions* o);
