@@ -11,10 +11,12 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-reps=5
+reps=5        # runs per training figure
+reps_more=9   # runs per thread pair and per sampling figure: these are quick, and
+              # the machine's drift shows in them the most
 steps_default=60
 steps_medium=12
-if [ "${1:-}" = "-q" ]; then reps=2; steps_default=30; steps_medium=6; fi
+if [ "${1:-}" = "-q" ]; then reps=2; reps_more=3; steps_default=30; steps_medium=6; fi
 PY=/usr/bin/python3
 out=bench/out
 mkdir -p "$out"
@@ -86,7 +88,7 @@ echo
 # one run on 1 thread, then one on 2, repeated, so that a drift of the machine's
 # speed meets both alike; the speedup is the median of the pairs' ratios
 : > "$out/threads.txt"
-for r in $(seq "$reps"); do
+for r in $(seq "$reps_more"); do
     a=$(train_ms $default --steps "$steps_default" --threads 1)
     b=$(train_ms $default --steps "$steps_default" --threads 2)
     echo "$a $b" >> "$out/threads.txt"
@@ -99,7 +101,7 @@ echo "|---|---|---|"
 echo "| 1 | $t1 | 1.00 |"
 echo "| 2 | $t2 | $(awk -v s="$speedup" 'BEGIN { printf "%.2f", s }') |"
 echo
-echo "$reps pairs of runs, each a 1-thread run then a 2-thread run; the speedup is the"
+echo "$reps_more pairs of runs, each a 1-thread run then a 2-thread run; the speedup is the"
 echo "median of the pairs' ratios."
 echo
 
@@ -109,7 +111,7 @@ echo
 ./train $default --steps 20 --eval-every 20 --eval-batches 1 --save-every 0 -q \
     -o "$out/sample.bin" > /dev/null 2>&1
 run_tps() {
-    for r in $(seq "$reps"); do
+    for r in $(seq "$reps_more"); do
         ./run "$out/sample.bin" -n "$1" -s "$r" $2 2>&1 >/dev/null | awk '{ print $(NF - 1) }'
     done | median
 }
@@ -124,7 +126,7 @@ echo "| KV cache, 2000 tokens (the window slides) | $cache |"
 echo "| KV cache, float32 weights (\`--fp32\`), 2000 tokens | $cache32 |"
 echo "| no cache (\`--no-cache\`, 500 tokens) | $nocache |"
 echo
-echo "\`./run MODEL -n N [--fp32] [--no-cache]\`, median of $reps runs; the cache"
+echo "\`./run MODEL -n N [--fp32] [--no-cache]\`, median of $reps_more runs; the cache"
 echo "decodes with bfloat16 weights unless \`--fp32\`."
 echo
 
