@@ -55,7 +55,7 @@ long encode_prompt(const Tokenizer* tk, const unsigned char* text, size_t n, int
     }
     char what[64];
     tokenizer_describe(bad_symbol, what, sizeof(what));
-    snprintf(err, errlen, "the prompt's character %s at position %zu (counting from 1; "
+    snprintf(err, errlen, "the prompt's %s at position %zu (counting from 1; "
              "byte %zu counting from 0) never occurs in the model's training text; "
              "remove or replace it", what, chars + 1, bad_offset);
     return -1;
@@ -682,6 +682,12 @@ static int generate_after(Model* m, const Tokenizer* tk, Sampler* s, long tokens
     if (n > m->config.context)
         fprintf(stderr, "note: the prompt has %ld characters; the model sees its last %d\n",
                 n, m->config.context);
+    if (n == 0 && tokenizer_lookup(tk, '\n') < 0) {
+        char first[64];
+        tokenizer_describe(tk->symbols[0], first, sizeof(first));
+        fprintf(stderr, "note: the model's text had no line ends, so without a prompt it "
+                "starts after its first character, %s; give one with -i\n", first);
+    }
     if (echo) fwrite(echo, 1, echo_len, stderr);
 
     // generate, timing the whole loop

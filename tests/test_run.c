@@ -533,7 +533,7 @@ Test(run, interactive_terminal) {
     // the terminal: the hint, the marker, and the error for 'Q' with no exit
     expect_has(shown, "the terminal", "Ctrl-D ends");
     expect_has(shown, "the terminal", "> ");
-    expect_has(shown, "the terminal", "error: the prompt's character 'Q' (U+0051)");
+    expect_has(shown, "the terminal", "error: the prompt's 'Q' (U+0051) at position");
     free(shown);
     free(out);
 
