@@ -496,10 +496,9 @@ static inline void residual_row(float* out, const float* resid, const float* h,
 
 // out (B, T, C) = resid + h, or resid + h * (1 + eta sigma eps) with C2 noise
 // (noise_scale points at eta sigma).
-void residual_forward(float* out, const float* resid, const float* h, size_t N,
+void residual_forward(float* out, const float* resid, const float* h,
                       const float* noise_scale, uint64_t key, int dither,
                       int B, int T, int C) {
-    (void)N; // always B T C
     #pragma omp parallel for
     for (int n = 0; n < B * T; n++)
         residual_row(out, resid, h, noise_scale, key, dither, B, T, C, n);
@@ -1024,7 +1023,6 @@ static void matmat_bf16(float* out, const float* x, const uint32_t* wp, const fl
 }
 
 // ---- the cache
-
 
 void kvcache_init(KVCache* kv, const Model* m, int precision) {
     const GameConfig* cfg = &m->config;

@@ -241,7 +241,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
                        int NH, const float* noise_scale, uint64_t noise_key);
 void gelu_forward(float* out, const float* x, size_t N);
 float noise_row(int n, int dither, int B, int T, int C, size_t* base);
-void residual_forward(float* out, const float* resid, const float* h, size_t N,
+void residual_forward(float* out, const float* resid, const float* h,
                       const float* noise_scale, uint64_t key, int dither,
                       int B, int T, int C);
 void residual_layernorm_forward(float* out, float* ln, float* mean, float* rstd,

@@ -682,9 +682,10 @@ static int generate_after(Model* m, const Tokenizer* tk, Sampler* s, long tokens
     if (n > m->config.context)
         fprintf(stderr, "note: the prompt has %ld characters; the model sees its last %d\n",
                 n, m->config.context);
-    if (n == 0 && tokenizer_lookup(tk, '\n') < 0) {
+    uint32_t start = tk->symbols[generate_start_token(tk)];
+    if (n == 0 && start != '\n') {
         char first[64];
-        tokenizer_describe(tk->symbols[0], first, sizeof(first));
+        tokenizer_describe(start, first, sizeof(first));
         fprintf(stderr, "note: the model's text had no line ends, so without a prompt it "
                 "starts after its first character, %s; give one with -i\n", first);
     }

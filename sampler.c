@@ -135,6 +135,11 @@ static float* window_feed(Window* w, int token) {
     return w->logits + (size_t)(w->len - 1) * V;
 }
 
+int generate_start_token(const Tokenizer* tk) {
+    int nl = tokenizer_lookup(tk, '\n');
+    return nl >= 0 ? nl : 0;
+}
+
 long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long n_prompt,
               long n_new, FILE* out) {
     int noisy = m->noise.block || m->noise.logits || m->noise.head;
@@ -159,10 +164,7 @@ long generate(Model* m, const Tokenizer* tk, Sampler* s, const int* prompt, long
     } else {
         for (long i = start; i < n_prompt; i++) logits = window_feed(&w, prompt[i]);
     }
-    if (!logits) {
-        int nl = tokenizer_lookup(tk, '\n');
-        logits = window_feed(&w, nl >= 0 ? nl : 0);
-    }
+    if (!logits) logits = window_feed(&w, generate_start_token(tk));
 
     // sample, print, feed back
     long written = 0;

@@ -57,6 +57,11 @@ int sampler_sample(Sampler* s, const float* logits);
 // non-finite logit or out could not be written (after a message on stderr).
 struct Model;
 struct Tokenizer;
+
+// The token generate() starts from after an empty prompt: a newline, or token 0
+// when the vocabulary has none.
+int generate_start_token(const struct Tokenizer* tk);
+
 long generate(struct Model* m, const struct Tokenizer* tk, Sampler* s, const int* prompt,
               long n_prompt, long n_new, FILE* out);
 

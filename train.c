@@ -1166,6 +1166,7 @@ int train_options_from_checkpoint(const char* path, TrainOptions* o, char* strin
     if (ckpt_load(&ck, path, err, errlen) != 0) return -1;
     const CkptSection* sec = ckpt_find(&ck, "TRAN");
     char why[512];
+    const char* bad_shape;
     int rc = 0;
     if (!sec) {
         snprintf(err, errlen, "%s holds a model but no training state, so it cannot be "
@@ -1174,9 +1175,9 @@ int train_options_from_checkpoint(const char* path, TrainOptions* o, char* strin
     } else if (tran_read_options(sec, o, strings, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s: %s", path, why);
         rc = -1;
-    } else if (config_check(&ck.config)) {
+    } else if ((bad_shape = config_check(&ck.config)) != NULL) {
         snprintf(err, errlen, "%s: its configuration is invalid (%s): it is damaged",
-                 path, config_check(&ck.config));
+                 path, bad_shape);
         rc = -1;
     }
     o->layers = ck.config.layers;

@@ -712,7 +712,7 @@ static void check_residual(int noisy, int dither, int B) {
     const float* ns = noisy ? &scale : NULL;
 
     // forward
-    residual_forward(out, resid, h, LN * LC, ns, c.key, dither, c.B, c.T, c.C);
+    residual_forward(out, resid, h, ns, c.key, dither, c.B, c.T, c.C);
     residual_loss(&c);
     expect_forward("resid out", out, c.out, LN * LC);
 
