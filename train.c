@@ -380,7 +380,7 @@ void head_backward(float* dlnf, float* dwte, float* dnoise_head, const float* pr
 // The model's backward pass
 
 void gradients_init(Gradients* g, const Model* m) {
-    g->grads = xcalloc(m->num_params, sizeof(float), "parameter gradients");
+    g->grads = xcalloc_pages(m->num_params, sizeof(float), "parameter gradients");
     param_views(&g->g, g->grads, m->param_sizes);
     g->dacts = NULL;
     g->num_dacts = 0;
@@ -399,7 +399,7 @@ void gradients_free(Gradients* g) {
 static void gradients_prepare(Gradients* g, const Model* m) {
     if (!(g->dacts && g->num_dacts == m->num_acts)) {
         free(g->dacts);
-        g->dacts = xcalloc(m->num_acts, sizeof(float), "activation gradients");
+        g->dacts = xcalloc_pages(m->num_acts, sizeof(float), "activation gradients");
         g->num_dacts = m->num_acts;
     }
     float* p = g->dacts;
@@ -508,11 +508,11 @@ void adamw_init(AdamW* opt, const Model* m, float beta2, float eps, float weight
     opt->beta2 = beta2;
     opt->eps = eps;
     opt->weight_decay = weight_decay;
-    opt->m = xcalloc(m->num_params, sizeof(float), "AdamW first moment");
-    opt->v = xcalloc(m->num_params, sizeof(float), "AdamW second moment");
+    opt->m = xcalloc_pages(m->num_params, sizeof(float), "AdamW first moment");
+    opt->v = xcalloc_pages(m->num_params, sizeof(float), "AdamW second moment");
     if (track_directions) {
-        opt->u = xcalloc(m->num_params, sizeof(float), "GAME update direction");
-        opt->d = xcalloc(m->num_params, sizeof(float), "GAME momentum direction");
+        opt->u = xcalloc_pages(m->num_params, sizeof(float), "GAME update direction");
+        opt->d = xcalloc_pages(m->num_params, sizeof(float), "GAME momentum direction");
     }
     opt->num_slices = param_slices(&m->config, NULL, 0);
     opt->slices = xmalloc(opt->num_slices * sizeof(ParamSlice), "parameter slices");

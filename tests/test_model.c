@@ -9,7 +9,7 @@
 // off and with every noise site on; KV-cache decoding against the full forward;
 // bit-identical results for one and two threads; memorising a short text and
 // reciting it greedily; plain AdamW and the schedule against their formulas; the
-// checkpoint round trip.
+// checkpoint round trip; the large-block allocator.
 #define _GNU_SOURCE // for testutil.h (nftw, wait4)
 #include <criterion/criterion.h>
 #include <math.h>
@@ -1934,4 +1934,25 @@ Test(model, checkpoint_round_trip_is_bit_identical, .init = one_thread) {
     model_free(&m);
     tokenizer_free(&tk);
     trainer_free(&tr);
+}
+
+// The large training arrays: zeroed, every byte writable, and from 1 MB up on a
+// 2 MB boundary (what lets the kernel back them with huge pages); small blocks
+// come from calloc and are zeroed too.
+Test(model, large_blocks_are_zeroed_and_huge_page_aligned) {
+    size_t sizes[] = {(size_t)1 << 10, ((size_t)1 << 20) - 4, (size_t)1 << 20,
+                      ((size_t)3 << 20) + 12};
+    for (int i = 0; i < 4; i++) {
+        size_t count = sizes[i] / sizeof(float);
+        float* p = xcalloc_pages(count, sizeof(float), "test block");
+        size_t nonzero = 0;
+        for (size_t j = 0; j < count; j++) nonzero += p[j] != 0.0f;
+        cr_assert_eq(nonzero, 0, "%zu bytes: %zu elements not zero", sizes[i], nonzero);
+        if (sizes[i] >= (size_t)1 << 20)
+            cr_assert_eq((uintptr_t)p % ((size_t)2 << 20), 0,
+                         "%zu bytes: not on a 2 MB boundary", sizes[i]);
+        for (size_t j = 0; j < count; j++) p[j] = (float)j;
+        cr_assert_eq(p[count - 1], (float)(count - 1));
+        free(p);
+    }
 }
