@@ -438,7 +438,10 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
         // the scores, then the probabilities, of one pair
         float* kt = xmalloc_lines((size_t)hs * Tp, sizeof(float), 1, "attention scratch");
         float* S = xmalloc_lines((size_t)T * Tp, sizeof(float), 0, "attention scratch");
-        #pragma omp for collapse(2) schedule(dynamic, 1)
+
+        // in equal contiguous runs of pairs, so that a thread reads the batch rows
+        // of qkv that it wrote in the product before (see gemm_acc in kernels.c)
+        #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
                 const float* q = qkv + (size_t)b * T * C3 + h * hs;

@@ -139,11 +139,15 @@ static void pack_b(const float* B, size_t b_ks, size_t b_js, int N, int K) {
 // zero) + A @ B instead, so that C needs no clearing first.
 //
 // After packing B, the work goes out in units of up to GEMM_UNIT tiles of one
-// column, handed to whichever thread is free. A unit runs k in blocks of
-// GEMM_KB: each block for all of its tiles before the next, so that the block
-// of the column's panel (GEMM_KB x 32, 32 KB) stays in L1 while the rows of A
-// stream past. A tile is summed block after block by the one thread that owns
-// its unit, so the bits do not depend on the thread count or the schedule.
+// column. The units are numbered row block by row block and dealt out in equal
+// contiguous runs, so that each thread computes the same rows of C in every
+// product: the rows that the same thread's share of the row-wise layers around
+// it (layernorm, GELU, residuals, attention by batch row) also touches, which so
+// stay in its own core's cache instead of crossing to the other's. A unit runs k
+// in blocks of GEMM_KB: each block for all of its tiles before the next, so that
+// the block of the column's panel (GEMM_KB x 32, 32 KB) stays in L1 while the
+// rows of A stream past. A tile is summed block after block by the one thread
+// that owns its unit, so the bits do not depend on the thread count.
 #define GEMM_UNIT 8
 static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
                      const float* B, size_t b_ks, size_t b_js, int M, int N, int K,
@@ -154,10 +158,10 @@ static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a
     #pragma omp parallel
     {
         pack_b(B, b_ks, b_js, N, K);
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(static)
         for (int u = 0; u < units_m * tiles_n; u++) {
-            int tn = u / units_m, j = tn * TILE_N;
-            int tm0 = u % units_m * GEMM_UNIT;
+            int tn = u % tiles_n, j = tn * TILE_N;
+            int tm0 = u / tiles_n * GEMM_UNIT;
             int tm1 = tm0 + GEMM_UNIT < tiles_m ? tm0 + GEMM_UNIT : tiles_m;
             int n = N - j < TILE_N ? N - j : TILE_N;
             const float* bj = bias ? bias + j : NULL;

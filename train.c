@@ -202,7 +202,9 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
         // (T, Tp), dP and then dS of one pair
         float* vt = xmalloc_lines((size_t)hs * Tp, sizeof(float), 1, "attention scratch");
         float* dS = xmalloc_lines((size_t)T * Tp, sizeof(float), 0, "attention scratch");
-        #pragma omp for collapse(2) schedule(dynamic, 1)
+
+        // in equal contiguous runs of pairs, as in the forward
+        #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
                 size_t off = (size_t)b * T * C3 + h * hs;
