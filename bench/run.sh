@@ -46,30 +46,48 @@ echo "## Training step, game against PyTorch (2 threads)"
 echo
 default="--layers 4 --heads 4 --channels 128 --context 64 --batch 12"
 medium="--layers 6 --heads 6 --channels 384 --context 256 --batch 8"
+# The median ms/step of one reference run: ref_ms FLAGS STEPS CORETYPE (empty when
+# PyTorch is missing), and the OpenBLAS kernel it used in $out/ref-kernel.txt.
+ref_ms() {
+    line=$(OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=$3 $PY tools/reference.py bench \
+           $1 --steps "$2" --threads 2 2>/dev/null | grep '^reference' || true)
+    echo "$line" | sed -n 's/.*blas *//p' > "$out/ref-kernel.txt"
+    echo "$line" | awk 'NF { print $3 }'
+}
+
 echo "| config | game ms/step | game tokens/s | PyTorch ms/step (OpenBLAS kernel) | ratio |"
 echo "|---|---|---|---|---|"
 for cfg in default medium; do
     eval "flags=\$$cfg"
     eval "steps=\$steps_$cfg"
     tokens=$(echo "$flags" | awk '{ for (i = 1; i < NF; i++) { if ($i == "--context") c = $(i + 1); if ($i == "--batch") b = $(i + 1) } print b * c }')
-    game=$(for r in $(seq "$reps"); do train_ms $flags --steps "$steps" --threads 2; done | median)
 
-    # the reference with Debian's OpenBLAS at its fastest kernel here, and as it
-    # comes (it picks a generic kernel on this processor unless told)
-    best=""
+    # the reference's fastest OpenBLAS kernel here: one run with the AVX-512 one
+    # and one as the library comes (it picks a generic kernel on this processor
+    # unless told)
+    best=""; best_core=""; best_kernel=""
     for core in SkylakeX ""; do
-        line=$(OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=$core $PY tools/reference.py bench \
-               $flags --steps "$steps" --threads 2 2>/dev/null | grep '^reference' || true)
-        ms=$(echo "$line" | awk '{ print $3 }')
-        kernel=$(echo "$line" | sed -n 's/.*blas *//p')
-        [ -n "$ms" ] && echo "$ms $kernel" >> "$out/ref-$cfg.txt"
+        ms=$(ref_ms "$flags" "$steps" "$core")
         if [ -n "$ms" ] && { [ -z "$best" ] || awk -v a="$ms" -v b="$best" 'BEGIN { exit !(a < b) }'; }; then
-            best=$ms; best_kernel=$kernel
+            best=$ms; best_core=$core; best_kernel=$(cat "$out/ref-kernel.txt")
         fi
     done
+
+    # then pairs of runs, game and the reference at that kernel back to back, so
+    # that a drift of the machine's speed meets both alike; the ratio is the
+    # median of the pairs' ratios
+    : > "$out/pairs-$cfg.txt"
+    for r in $(seq "$reps"); do
+        g=$(train_ms $flags --steps "$steps" --threads 2)
+        p=""
+        [ -n "$best" ] && p=$(ref_ms "$flags" "$steps" "$best_core")
+        echo "$g ${p:-nan}" >> "$out/pairs-$cfg.txt"
+    done
+    game=$(awk '{ print $1 }' "$out/pairs-$cfg.txt" | median)
     if [ -n "$best" ]; then
-        ratio=$(awk -v a="$best" -v b="$game" 'BEGIN { printf "%.1fx", a / b }')
-        ref="$best ($best_kernel)"
+        refm=$(awk '{ print $2 }' "$out/pairs-$cfg.txt" | median)
+        ratio=$(awk '{ print $2 / $1 }' "$out/pairs-$cfg.txt" | median | awk '{ printf "%.1fx", $1 }')
+        ref="$refm ($best_kernel)"
     else
         ratio="-"; ref="not available (install python3-torch)"
     fi
@@ -77,9 +95,12 @@ for cfg in default medium; do
         "$(awk -v t="$tokens" -v m="$game" 'BEGIN { print t / m * 1000 }')" "$ref" "$ratio"
 done
 echo
-echo "game: \`./train FLAGS --steps N --threads 2 --log-every 1\`, median ms/step of $reps runs"
-echo "(the first 3 steps of each dropped). PyTorch: \`OPENBLAS_CORETYPE=K tools/reference.py"
-echo "bench FLAGS --threads 2\` (median of its own timed steps), the faster kernel shown."
+echo "$reps pairs of runs per config, each a game run then a PyTorch run; each figure is"
+echo "the median of its $reps runs, and the ratio the median of the pairs' ratios."
+echo "game: \`./train FLAGS --steps N --threads 2 --log-every 1\`, median ms/step of a run"
+echo "(the first 3 steps dropped). PyTorch: \`OPENBLAS_CORETYPE=K tools/reference.py bench"
+echo "FLAGS --threads 2\` (median of its own timed steps), with K the faster of SkylakeX"
+echo "and the library's own choice in one run of each."
 echo
 
 # ---------------------------------------------------------------------------
