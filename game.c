@@ -463,8 +463,15 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
                                 keys, hs);
                 }
 
-                // the softmax row by row, into att with its zeros past the diagonal
+                // the softmax row by row, into att with its zeros past the diagonal;
+                // each row also asks for row t of the next pair's q, k and v, whose
+                // short rows far apart defeat the hardware's prefetching
+                // (the next pair is the next head, or the first of the next row)
+                size_t step = h + 1 < NH ? (size_t)hs : (size_t)T * C3 - (NH - 1) * hs;
+                int more = b * NH + h + 1 < B * NH;
                 for (int t = 0; t < T; t++) {
+                    for (int part = 0; more && part < 3; part++)
+                        prefetch_span(q + step + (size_t)t * C3 + part * C, hs, 0);
                     float* s = S + (size_t)t * Tp;
                     size_t base = (((size_t)b * NH + h) * T + t) * T;
                     softmax_row(s, t + 1, scale, noise_scale != NULL,

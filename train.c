@@ -232,9 +232,19 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
                                 d + (size_t)t0 * C, C, rows, hs, T - t0);
                 }
 
-                // the softmax's backward, the noise gradient, and the 1/sqrt(hs)
+                // the softmax's backward, the noise gradient, and the 1/sqrt(hs);
+                // each row also asks for row t of the next pair's q, k, v, dout and
+                // (to be written) dq, dk, dv, as in the forward
+                size_t step = h + 1 < NH ? (size_t)hs : (size_t)T * C3 - (NH - 1) * hs;
+                size_t dstep = h + 1 < NH ? (size_t)hs : (size_t)T * C - (NH - 1) * hs;
+                int more = b * NH + h + 1 < B * NH;
                 double ds = 0.0;
                 for (int t = 0; t < T; t++) {
+                    for (int part = 0; more && part < 3; part++) {
+                        prefetch_span(q + step + (size_t)t * C3 + part * C, hs, 0);
+                        prefetch_span(dq + step + (size_t)t * C3 + part * C, hs, 1);
+                    }
+                    if (more) prefetch_span(d + dstep + (size_t)t * C, hs, 0);
                     size_t base = (((size_t)b * NH + h) * T + t) * T;
                     ds += softmax_row_backward(dS + (size_t)t * Tp, P + (size_t)t * T, t + 1,
                                                scale, noise_scale != NULL,
