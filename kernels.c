@@ -33,12 +33,19 @@
 static inline void tile_full(float* restrict C, size_t ldc, const float* restrict A,
                              size_t a_rs, size_t a_ks, const float* restrict B,
                              size_t ldb, int K, int n, int store, const float* bias) {
-    // the sum over k, in registers
+    // the sum over k, in registers. A transposed A (a_rs = 1: a weight gradient's
+    // dout^T) gives each k its own line of A, a row of dout apart, which comes
+    // late unless asked for: each step asks for the line 32 steps ahead (as an
+    // address, not a pointer, since it may lie past the matrix, where a prefetch
+    // is harmless). A plain A needs no help, and its "ahead" is its own line, so
+    // the loop stays free of a branch.
     float acc[TILE_M][TILE_N];
     memset(acc, 0, sizeof(acc));
+    size_t ahead = a_rs == 1 ? 32 * a_ks * sizeof(float) : 0;
     for (int k = 0; k < K; k++) {
         const float* b = B + (size_t)k * ldb;
         const float* a = A + (size_t)k * a_ks;
+        __builtin_prefetch((const void*)((uintptr_t)a + ahead), 0, 3);
         for (int r = 0; r < TILE_M; r++) {
             float ar = a[r * a_rs];
             #pragma omp simd
