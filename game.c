@@ -432,6 +432,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = 3 * (size_t)C;
 
+    WorkShare work;
     #pragma omp parallel
     {
         // per thread: kt (hs, Tp) the keys transposed, zero past T, and S (T, Tp)
@@ -439,59 +440,61 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
         float* kt = xmalloc_lines((size_t)hs * Tp, sizeof(float), 1, "attention scratch");
         float* S = xmalloc_lines((size_t)T * Tp, sizeof(float), 0, "attention scratch");
 
-        // in equal contiguous runs of pairs, so that a thread reads the batch rows
-        // of qkv that it wrote in the product before (see gemm_acc in kernels.c)
-        #pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++) {
-            for (int h = 0; h < NH; h++) {
-                const float* q = qkv + (size_t)b * T * C3 + h * hs;
-                const float* k = q + C;
-                const float* v = q + 2 * C;
-                float* P = att + ((size_t)b * NH + h) * T * T;
-                float* o = out + (size_t)b * T * C + h * hs;
+        // the pairs in equal contiguous runs (b, h) = pair / NH, pair % NH, so that
+        // a thread reads the batch rows of qkv that it wrote in the product before
+        // (see gemm_acc in kernels.c)
+        #pragma omp single
+        work_begin(&work, team_size(), (long)B * NH);
+        for (long pair; (pair = work_next(&work, team_member())) >= 0;) {
+            int b = (int)(pair / NH), h = (int)(pair % NH);
+            const float* q = qkv + (size_t)b * T * C3 + h * hs;
+            const float* k = q + C;
+            const float* v = q + 2 * C;
+            float* P = att + ((size_t)b * NH + h) * T * T;
+            float* o = out + (size_t)b * T * C + h * hs;
 
-                // kt = k^T, so that the keys are the columns of a product
-                for (int i = 0; i < hs; i++)
-                    for (int t = 0; t < T; t++) kt[(size_t)i * Tp + t] = k[t * C3 + i];
+            // kt = k^T, so that the keys are the columns of a product
+            for (int i = 0; i < hs; i++)
+                for (int t = 0; t < T; t++) kt[(size_t)i * Tp + t] = k[t * C3 + i];
 
-                // S = Q K^T, block by block of queries, over the keys they see
-                // rounded up to whole tiles (the softmax masks the extra keys)
-                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
-                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    int keys = gemm_round_cols(t0 + rows, Tp);
-                    gemm_serial(S + (size_t)t0 * Tp, Tp, q + t0 * C3, C3, 1, kt, Tp, rows,
-                                keys, hs);
-                }
+            // S = Q K^T, block by block of queries, over the keys they see
+            // rounded up to whole tiles (the softmax masks the extra keys)
+            for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                int keys = gemm_round_cols(t0 + rows, Tp);
+                gemm_serial(S + (size_t)t0 * Tp, Tp, q + t0 * C3, C3, 1, kt, Tp, rows,
+                            keys, hs);
+            }
 
-                // the softmax row by row, into att with its zeros past the diagonal;
-                // each row also asks for row t of the next pair's q, k and v, whose
-                // short rows far apart defeat the hardware's prefetching
-                // (the next pair is the next head, or the first of the next row)
-                size_t step = h + 1 < NH ? (size_t)hs : (size_t)T * C3 - (NH - 1) * hs;
-                int more = b * NH + h + 1 < B * NH;
-                for (int t = 0; t < T; t++) {
-                    for (int part = 0; more && part < 3; part++)
-                        prefetch_span(q + step + (size_t)t * C3 + part * C, hs, 0);
-                    float* s = S + (size_t)t * Tp;
-                    size_t base = (((size_t)b * NH + h) * T + t) * T;
-                    softmax_row(s, t + 1, scale, noise_scale != NULL,
-                                noise_scale ? noise_scale[h] : 0.0f, noise_key, base);
-                    int w = score_chunks(t + 1) < T ? score_chunks(t + 1) : T;
-                    memcpy(P + (size_t)t * T, s, (size_t)w * sizeof(float));
-                    memset(P + (size_t)t * T + w, 0, (size_t)(T - w) * sizeof(float));
-                }
+            // the softmax row by row, into att with its zeros past the diagonal;
+            // each row also asks for row t of the next pair's q, k and v, whose
+            // short rows far apart defeat the hardware's prefetching
+            // (the next pair is the next head, or the first of the next row)
+            size_t step = h + 1 < NH ? (size_t)hs : (size_t)T * C3 - (NH - 1) * hs;
+            int more = b * NH + h + 1 < B * NH;
+            for (int t = 0; t < T; t++) {
+                for (int part = 0; more && part < 3; part++)
+                    prefetch_span(q + step + (size_t)t * C3 + part * C, hs, 0);
+                float* s = S + (size_t)t * Tp;
+                size_t base = (((size_t)b * NH + h) * T + t) * T;
+                softmax_row(s, t + 1, scale, noise_scale != NULL,
+                            noise_scale ? noise_scale[h] : 0.0f, noise_key, base);
+                int w = score_chunks(t + 1) < T ? score_chunks(t + 1) : T;
+                memcpy(P + (size_t)t * T, s, (size_t)w * sizeof(float));
+                memset(P + (size_t)t * T + w, 0, (size_t)(T - w) * sizeof(float));
+            }
 
-                // out = P V, each block of queries over the values it sees
-                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
-                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    gemm_serial(o + (size_t)t0 * C, C, S + (size_t)t0 * Tp, Tp, 1, v, C3,
-                                rows, hs, t0 + rows);
-                }
+            // out = P V, each block of queries over the values it sees
+            for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                gemm_serial(o + (size_t)t0 * C, C, S + (size_t)t0 * Tp, Tp, 1, v, C3,
+                            rows, hs, t0 + rows);
             }
         }
         free(kt);
         free(S);
     }
+    work_end(&work);
 }
 
 // GELU, tanh form (as GPT-2): 0.5 x (1 + tanh(k (x + 0.044715 x^3))),

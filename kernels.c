@@ -16,6 +16,8 @@
 // increasing k, so the bits do not depend on the thread count.
 #include "kernels.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,16 +143,78 @@ static void pack_b(const float* B, size_t b_ks, size_t b_js, int N, int K) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// Sharing work among the threads
+
+// A thread's run [front, back) of work items, in one atomic word (front in the
+// low 32 bits), so that its owner taking from the front and another thread
+// taking from the back can never both take the same item: every change is a
+// compare-and-swap of the whole run.
+struct WorkRun {
+    _Atomic uint64_t span;
+    char pad[64 - sizeof(uint64_t)]; // alone on its cache line
+};
+
+static uint64_t run_span(long front, long back) {
+    return (uint64_t)front | (uint64_t)back << 32;
+}
+
+void work_begin(WorkShare* w, int threads, long n) {
+    if (n > INT32_MAX) {
+        fprintf(stderr, "error: %ld work items are too many to share out (a bug)\n", n);
+        exit(EXIT_FAILURE);
+    }
+    w->threads = threads;
+    w->runs = xmalloc_lines((size_t)threads, sizeof(struct WorkRun), 0, "thread work");
+    for (int t = 0; t < threads; t++)
+        atomic_init(&w->runs[t].span, run_span(n * t / threads, n * (t + 1) / threads));
+}
+
+// Takes an item off run r, from its front or its back; -1 when the run is empty.
+static long run_take(struct WorkRun* r, int from_back) {
+    uint64_t s = atomic_load_explicit(&r->span, memory_order_relaxed);
+    for (;;) {
+        long front = (long)(s & 0xFFFFFFFFu), back = (long)(s >> 32);
+        if (front >= back) return -1;
+        uint64_t next = from_back ? run_span(front, back - 1) : run_span(front + 1, back);
+        if (atomic_compare_exchange_weak_explicit(&r->span, &s, next, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return from_back ? back - 1 : front;
+    }
+}
+
+long work_next(WorkShare* w, int thread) {
+    // its own items first, in order
+    long item = run_take(&w->runs[thread], 0);
+    if (item >= 0) return item;
+
+    // then the others' last items, the next thread's first
+    for (int i = 1; i < w->threads; i++) {
+        item = run_take(&w->runs[(thread + i) % w->threads], 1);
+        if (item >= 0) return item;
+    }
+    return -1;
+}
+
+void work_end(WorkShare* w) {
+    free(w->runs);
+    w->runs = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// The parallel product
+
 // C (M, N) += A (M, K) @ B (K, N) with the threads, A(i, k) = A[i a_rs + k a_ks]
 // and B(k, j) = B[k b_ks + j b_js]; with store set, C = bias (N, or NULL for
 // zero) + A @ B instead, so that C needs no clearing first.
 //
 // After packing B, the work goes out in units of up to GEMM_UNIT tiles of one
-// column. The units are numbered row block by row block and dealt out in equal
-// contiguous runs, so that each thread computes the same rows of C in every
-// product: the rows that the same thread's share of the row-wise layers around
-// it (layernorm, GELU, residuals, attention by batch row) also touches, which so
-// stay in its own core's cache instead of crossing to the other's. A unit runs k
+// column. The units are numbered row block by row block and shared out in equal
+// contiguous runs (work_next), so that each thread computes the same rows of C
+// in every product: the rows that the same thread's share of the row-wise layers
+// around it (layernorm, GELU, residuals, attention by batch row) also touches,
+// which so stay in its own core's cache instead of crossing to the other's. A
+// thread done with its run early helps with the others'. A unit runs k
 // in blocks of GEMM_KB: each block for all of its tiles before the next, so that
 // the block of the column's panel (GEMM_KB x 32, up to 32 KB) stays in L1 while
 // the unit's rows of A (32 rows, 16 KB at K = 128) pass by, and those rows stay
@@ -165,11 +229,14 @@ static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a
     int tiles_m = (M + TILE_M - 1) / TILE_M, tiles_n = (N + TILE_N - 1) / TILE_N;
     int units_m = (tiles_m + GEMM_UNIT - 1) / GEMM_UNIT;
     reserve_packed_b(N, K);
+    WorkShare work;
     #pragma omp parallel
     {
+        #pragma omp single
+        work_begin(&work, team_size(), (long)units_m * tiles_n);
         pack_b(B, b_ks, b_js, N, K);
-        #pragma omp for schedule(static)
-        for (int u = 0; u < units_m * tiles_n; u++) {
+        for (long unit; (unit = work_next(&work, team_member())) >= 0;) {
+            int u = (int)unit;
             int tn = u % tiles_n, j = tn * TILE_N;
             int tm0 = u / tiles_n * GEMM_UNIT;
             int tm1 = tm0 + GEMM_UNIT < tiles_m ? tm0 + GEMM_UNIT : tiles_m;
@@ -189,6 +256,7 @@ static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a
             }
         }
     }
+    work_end(&work);
 }
 
 // ----------------------------------------------------------------------------

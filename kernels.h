@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 // exp(x) for float, written so that loops over it vectorise (libm's expf is a
 // function call the compiler cannot vectorise). exp(x) = 2^n exp(r) with
@@ -78,6 +81,43 @@ static inline int gemm_round_cols(int n, int limit) {
 // n rounded up to whole chunks.
 static inline int score_chunks(int n) {
     return (n + SCORE_CHUNK - 1) / SCORE_CHUNK * SCORE_CHUNK;
+}
+
+// Work items 0 .. n-1 shared out among the threads of a parallel region: thread t
+// owns the t-th of equal contiguous runs, as schedule(static) would give it, and
+// takes its own items from the front of its run; a thread whose run is used up
+// takes what is left of the others' runs, from their back ends. So each thread
+// still computes the same rows in every layer (what keeps them in its core's
+// cache), while a thread that the machine slows down does not hold up the rest.
+// Which thread computes an item never changes the item's result.
+//
+// Usage, inside a parallel region: one thread calls work_begin (e.g. under omp
+// single, whose barrier then publishes it), every thread loops on work_next
+// until it returns -1, and after the region work_end frees the runs.
+typedef struct {
+    struct WorkRun* runs; // one per thread, each on its own cache line
+    int threads;
+} WorkShare;
+
+void work_begin(WorkShare* w, int threads, long n);
+long work_next(WorkShare* w, int thread);
+void work_end(WorkShare* w);
+
+// The calling thread's number in its parallel region, and the region's size (0
+// and 1 in a build without OpenMP).
+static inline int team_member(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static inline int team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
 }
 
 // Asks the caches for the n floats at p, one request per 64-byte line, ahead of

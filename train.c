@@ -196,6 +196,7 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
     size_t C3 = 3 * (size_t)C;
     double* ds_part = noise_scale ? xcalloc((size_t)B * NH, sizeof(double), "att") : NULL;
 
+    WorkShare work;
     #pragma omp parallel
     {
         // per thread: vt (hs, Tp) the values transposed, zero past T, and dS
@@ -203,74 +204,75 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
         float* vt = xmalloc_lines((size_t)hs * Tp, sizeof(float), 1, "attention scratch");
         float* dS = xmalloc_lines((size_t)T * Tp, sizeof(float), 0, "attention scratch");
 
-        // in equal contiguous runs of pairs, as in the forward
-        #pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++) {
-            for (int h = 0; h < NH; h++) {
-                size_t off = (size_t)b * T * C3 + h * hs;
-                const float *q = qkv + off, *k = q + C, *v = q + 2 * C;
-                float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
-                const float* P = att + ((size_t)b * NH + h) * T * T;
-                const float* d = dout + (size_t)b * T * C + h * hs;
+        // the pairs in equal contiguous runs, as in the forward
+        #pragma omp single
+        work_begin(&work, team_size(), (long)B * NH);
+        for (long pair; (pair = work_next(&work, team_member())) >= 0;) {
+            int b = (int)(pair / NH), h = (int)(pair % NH);
+            size_t off = (size_t)b * T * C3 + h * hs;
+            const float *q = qkv + off, *k = q + C, *v = q + 2 * C;
+            float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
+            const float* P = att + ((size_t)b * NH + h) * T * T;
+            const float* d = dout + (size_t)b * T * C + h * hs;
 
-                // dP = dout V^T (into dS), blocks of queries up to the diagonal,
-                // rounded up to whole tiles of keys (the extra ones are masked
-                // below)
-                for (int i = 0; i < hs; i++)
-                    for (int t = 0; t < T; t++) vt[(size_t)i * Tp + t] = v[t * C3 + i];
-                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
-                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    int keys = gemm_round_cols(t0 + rows, Tp);
-                    gemm_serial(dS + (size_t)t0 * Tp, Tp, d + (size_t)t0 * C, C, 1, vt, Tp,
-                                rows, keys, hs);
-                }
+            // dP = dout V^T (into dS), blocks of queries up to the diagonal,
+            // rounded up to whole tiles of keys (the extra ones are masked
+            // below)
+            for (int i = 0; i < hs; i++)
+                for (int t = 0; t < T; t++) vt[(size_t)i * Tp + t] = v[t * C3 + i];
+            for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                int keys = gemm_round_cols(t0 + rows, Tp);
+                gemm_serial(dS + (size_t)t0 * Tp, Tp, d + (size_t)t0 * C, C, 1, vt, Tp,
+                            rows, keys, hs);
+            }
 
-                // dV = P^T dout: rows t2 of a block meet the queries t >= t0
-                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
-                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    gemm_serial(dv + (size_t)t0 * C3, C3, P + (size_t)t0 * T + t0, 1, T,
-                                d + (size_t)t0 * C, C, rows, hs, T - t0);
-                }
+            // dV = P^T dout: rows t2 of a block meet the queries t >= t0
+            for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                gemm_serial(dv + (size_t)t0 * C3, C3, P + (size_t)t0 * T + t0, 1, T,
+                            d + (size_t)t0 * C, C, rows, hs, T - t0);
+            }
 
-                // the softmax's backward, the noise gradient, and the 1/sqrt(hs);
-                // each row also asks for row t of the next pair's q, k, v, dout and
-                // (to be written) dq, dk, dv, as in the forward
-                size_t step = h + 1 < NH ? (size_t)hs : (size_t)T * C3 - (NH - 1) * hs;
-                size_t dstep = h + 1 < NH ? (size_t)hs : (size_t)T * C - (NH - 1) * hs;
-                int more = b * NH + h + 1 < B * NH;
-                double ds = 0.0;
-                for (int t = 0; t < T; t++) {
-                    for (int part = 0; more && part < 3; part++) {
-                        prefetch_span(q + step + (size_t)t * C3 + part * C, hs, 0);
-                        prefetch_span(dq + step + (size_t)t * C3 + part * C, hs, 1);
-                    }
-                    if (more) prefetch_span(d + dstep + (size_t)t * C, hs, 0);
-                    size_t base = (((size_t)b * NH + h) * T + t) * T;
-                    ds += softmax_row_backward(dS + (size_t)t * Tp, P + (size_t)t * T, t + 1,
-                                               scale, noise_scale != NULL,
-                                               noise_scale ? noise_scale[h] : 0.0f,
-                                               noise_key, base);
+            // the softmax's backward, the noise gradient, and the 1/sqrt(hs);
+            // each row also asks for row t of the next pair's q, k, v, dout and
+            // (to be written) dq, dk, dv, as in the forward
+            size_t step = h + 1 < NH ? (size_t)hs : (size_t)T * C3 - (NH - 1) * hs;
+            size_t dstep = h + 1 < NH ? (size_t)hs : (size_t)T * C - (NH - 1) * hs;
+            int more = b * NH + h + 1 < B * NH;
+            double ds = 0.0;
+            for (int t = 0; t < T; t++) {
+                for (int part = 0; more && part < 3; part++) {
+                    prefetch_span(q + step + (size_t)t * C3 + part * C, hs, 0);
+                    prefetch_span(dq + step + (size_t)t * C3 + part * C, hs, 1);
                 }
-                if (ds_part) ds_part[(size_t)b * NH + h] = ds;
+                if (more) prefetch_span(d + dstep + (size_t)t * C, hs, 0);
+                size_t base = (((size_t)b * NH + h) * T + t) * T;
+                ds += softmax_row_backward(dS + (size_t)t * Tp, P + (size_t)t * T, t + 1,
+                                           scale, noise_scale != NULL,
+                                           noise_scale ? noise_scale[h] : 0.0f,
+                                           noise_key, base);
+            }
+            if (ds_part) ds_part[(size_t)b * NH + h] = ds;
 
-                // dQ = dS K, blocks of queries over the keys they saw
-                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
-                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    gemm_serial(dq + (size_t)t0 * C3, C3, dS + (size_t)t0 * Tp, Tp, 1, k,
-                                C3, rows, hs, t0 + rows);
-                }
+            // dQ = dS K, blocks of queries over the keys they saw
+            for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                gemm_serial(dq + (size_t)t0 * C3, C3, dS + (size_t)t0 * Tp, Tp, 1, k,
+                            C3, rows, hs, t0 + rows);
+            }
 
-                // dK = dS^T Q: keys of a block meet the queries t >= t0
-                for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
-                    int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
-                    gemm_serial(dk + (size_t)t0 * C3, C3, dS + (size_t)t0 * Tp + t0, 1, Tp,
-                                q + (size_t)t0 * C3, C3, rows, hs, T - t0);
-                }
+            // dK = dS^T Q: keys of a block meet the queries t >= t0
+            for (int t0 = 0; t0 < T; t0 += GEMM_TILE_M) {
+                int rows = T - t0 < GEMM_TILE_M ? T - t0 : GEMM_TILE_M;
+                gemm_serial(dk + (size_t)t0 * C3, C3, dS + (size_t)t0 * Tp + t0, 1, Tp,
+                            q + (size_t)t0 * C3, C3, rows, hs, T - t0);
             }
         }
         free(vt);
         free(dS);
     }
+    work_end(&work);
 
     // per-head noise gradients, summed over the batch in order
     if (ds_part) {

@@ -9,7 +9,7 @@
 // off and with every noise site on; KV-cache decoding against the full forward;
 // bit-identical results for one and two threads; memorising a short text and
 // reciting it greedily; plain AdamW and the schedule against their formulas; the
-// checkpoint round trip; the large-block allocator.
+// checkpoint round trip; the large-block allocator; sharing work among threads.
 #define _GNU_SOURCE // for testutil.h (nftw, wait4)
 #include <criterion/criterion.h>
 #include <math.h>
@@ -1955,4 +1955,50 @@ Test(model, large_blocks_are_zeroed_and_huge_page_aligned) {
         cr_assert_eq(p[count - 1], (float)(count - 1));
         free(p);
     }
+}
+
+// Work sharing (kernels.c): every item is handed out exactly once; each thread
+// takes its own run from the front, in order; and when one thread starts late,
+// the others take items off the back of its run.
+Test(model, work_share_hands_out_each_item_once_and_helps_a_late_thread) {
+    enum { N = 4000, THREADS = 4 };
+    static int taken_by[N];
+    static long order[THREADS][N];
+    int count[THREADS] = {0};
+    for (int i = 0; i < N; i++) taken_by[i] = -1;
+
+    WorkShare work;
+    int team = 0, twice = 0;
+    #pragma omp parallel num_threads(THREADS) reduction(+ : twice)
+    {
+        #pragma omp single
+        {
+            team = team_size();
+            work_begin(&work, team, N);
+        }
+        int me = team_member();
+        if (me == 1) usleep(50000); // late: its run should be helped with
+        for (long item; (item = work_next(&work, me)) >= 0;) {
+            int before;
+            #pragma omp atomic capture
+            { before = taken_by[item]; taken_by[item] = me; }
+            twice += before != -1;
+            order[me][count[me]++] = item;
+            for (volatile int spin = 0; spin < 2000; spin++) {}
+        }
+    }
+    work_end(&work);
+
+    cr_assert_eq(twice, 0, "%d items were handed out twice", twice);
+    for (int i = 0; i < N; i++) cr_assert_neq(taken_by[i], -1, "item %d never handed out", i);
+    if (team < 2) return; // a build without OpenMP: one thread took everything
+    for (int t = 0; t < team; t++) {
+        long first = (long)N * t / team, end = (long)N * (t + 1) / team;
+        for (int j = 0; j < count[t] && order[t][j] < end && order[t][j] >= first; j++)
+            cr_assert_eq(order[t][j], first + j, "thread %d took its own items out of order", t);
+    }
+    long late_first = (long)N / team, late_end = (long)N * 2 / team, helped = 0;
+    for (long i = late_first; i < late_end; i++) helped += taken_by[i] != 1;
+    cr_assert_gt(helped, 0, "no thread helped the late thread with its run");
+    cr_assert_neq(taken_by[late_end - 1], 1, "the late run's last item was not a helper's");
 }
