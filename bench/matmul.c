@@ -3,7 +3,8 @@
 //
 // usage: bench_matmul [N IC OC]...   (defaults: the shapes of the default model)
 // For each shape it times the forward product out (N, OC) = inp (N, IC) @ w^T,
-// and the two backward products, each as the median of repeated runs.
+// and the two backward products, each as the median of repeated calls, which
+// alternate with OpenBLAS's call by call.
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,32 +26,33 @@ static int cmp_double(const void* a, const void* b) {
 
 #define REPS 41
 
-// Median seconds of one call of the product `which` (0 forward, 1 dinp, 2 dw)
-// by this runtime (blas 0) or by OpenBLAS (blas 1).
-static double time_product(int which, int blas, int N, int IC, int OC, float* inp,
-                           float* w, float* out, float* dinp, float* dw) {
-    double t[REPS];
-    for (int r = 0; r < REPS; r++) {
-        double t0 = now_s();
-        if (!blas) {
-            if (which == 0) matmul_forward(out, inp, w, NULL, N, IC, OC);
-            if (which == 1) matmul_backward(dinp, NULL, NULL, out, inp, w, N, IC, OC);
-            if (which == 2) matmul_backward(NULL, dw, NULL, out, inp, w, N, IC, OC);
-        } else {
-            if (which == 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp,
-                            IC, w, IC, 0.0f, out, OC);
-            if (which == 1)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, out,
-                            OC, w, IC, 1.0f, dinp, IC);
-            if (which == 2)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, out, OC,
-                            inp, IC, 1.0f, dw, IC);
-        }
-        t[r] = now_s() - t0;
+// Seconds of one call of the product `which` (0 forward, 1 dinp, 2 dw) by this
+// runtime (blas 0) or by OpenBLAS (blas 1).
+static double time_call(int which, int blas, int N, int IC, int OC, float* inp, float* w,
+                        float* out, float* dinp, float* dw) {
+    double t0 = now_s();
+    if (!blas) {
+        if (which == 0) matmul_forward(out, inp, w, NULL, N, IC, OC);
+        if (which == 1) matmul_backward(dinp, NULL, NULL, out, inp, w, N, IC, OC);
+        if (which == 2) matmul_backward(NULL, dw, NULL, out, inp, w, N, IC, OC);
+    } else {
+        if (which == 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w,
+                        IC, 0.0f, out, OC);
+        if (which == 1)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, out, OC,
+                        w, IC, 1.0f, dinp, IC);
+        if (which == 2)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, out, OC,
+                        inp, IC, 1.0f, dw, IC);
     }
-    qsort(t, REPS, sizeof(double), cmp_double);
-    return t[REPS / 2];
+    return now_s() - t0;
+}
+
+// The median of n times.
+static double median(double* t, int n) {
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    return t[n / 2];
 }
 
 int main(int argc, char** argv) {
@@ -78,12 +80,17 @@ int main(int argc, char** argv) {
         for (int i = 0; i < N * OC; i++) out[i] = (float)(i % 5) * 0.01f;
         double flops = 2.0 * N * IC * OC;
         for (int which = 0; which < 3; which++) {
-            double tg = time_product(which, 0, N, IC, OC, inp, w, out, dinp, dw);
+            // the two alternate call by call, so that a drift of the machine's speed
+            // meets both alike
+            double tg[REPS], tb[REPS];
+            for (int r = 0; r < REPS; r++) {
+                tg[r] = time_call(which, 0, N, IC, OC, inp, w, out, dinp, dw);
+                tb[r] = time_call(which, 1, N, IC, OC, inp, w, out, dinp, dw);
+            }
             if (which == 0) for (int i = 0; i < N * OC; i++) out[i] = (float)(i % 5) * 0.01f;
-            double tb = time_product(which, 1, N, IC, OC, inp, w, out, dinp, dw);
-            if (which == 0) for (int i = 0; i < N * OC; i++) out[i] = (float)(i % 5) * 0.01f;
+            double mg = median(tg, REPS), mb = median(tb, REPS);
             printf("| %d | %d | %d | %s | %.1f | %.1f | %.2f |\n", N, IC, OC, names[which],
-                   flops / tg / 1e9, flops / tb / 1e9, tb / tg);
+                   flops / mg / 1e9, flops / mb / 1e9, mb / mg);
         }
         free(inp), free(w), free(out), free(dinp), free(dw);
     }
