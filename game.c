@@ -66,35 +66,53 @@ void* xmalloc_lines(size_t count, size_t size, int zero, const char* what) {
 // The size of a huge page on x86-64 Linux: one TLB entry covers this much.
 #define HUGE_PAGE ((size_t)2 << 20)
 
+// Whether a block of n bytes is one of xcalloc_pages' own mappings (from 1 MB
+// up), and how many bytes that mapping spans (whole huge pages).
+static int block_is_mapped(size_t n) { return n >= HUGE_PAGE / 2; }
+static size_t mapped_bytes(size_t n) { return (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE; }
+
 // A zeroed block for the arrays a training step walks through from end to end
 // (parameters, activations, their gradients, the optimiser's moments: tens of MB
 // at the default size). With 4 KB pages every 4 KB of them costs a TLB entry,
 // and a miss costs a page walk, which under a hypervisor is twice as long. A
-// block of 1 MB or more is therefore aligned to 2 MB and offered to the kernel
-// for transparent huge pages (madvise; where the kernel is not in "madvise" or
-// "always" mode the advice is ignored and nothing else changes). The size is
-// rounded up to whole huge pages. Blocks under 1 MB come from calloc, so at most
-// half of a block is padding. free() releases either.
+// block of 1 MB or more is therefore mapped straight from the kernel, on a 2 MB
+// boundary and in whole huge pages, and offered for transparent huge pages
+// (madvise; where the kernel is not in "madvise" or "always" mode the advice is
+// ignored and nothing else changes). The kernel hands the pages out zeroed when
+// they are first touched, so a part of a block that is never used (the
+// gradients of the attention probabilities, which no layer computes) costs no
+// memory. Smaller blocks come from calloc. free_pages releases either.
 void* xcalloc_pages(size_t count, size_t size, const char* what) {
-    if (size && count > SIZE_MAX / size) return xcalloc(count, size, what); // fails
+    if (size && count > (SIZE_MAX - 2 * HUGE_PAGE) / size)
+        return xcalloc(count, size, what); // which fails, with its message
     size_t n = count * size;
-    if (n < HUGE_PAGE / 2) return xcalloc(count, size, what);
+    if (!block_is_mapped(n)) return xcalloc(count, size, what);
 
-    // whole huge pages, on a huge page boundary
-    n = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    void* p = NULL;
-    if (posix_memalign(&p, HUGE_PAGE, n) != 0) {
+    // 2 MB more than the block, of which the unaligned ends are given back
+    size_t bytes = mapped_bytes(n);
+    char* raw = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
         fprintf(stderr, "error: out of memory allocating %zu bytes for %s\n"
-                "       try a smaller --batch, --context or --channels\n", n, what);
+                "       try a smaller --batch, --context or --channels\n", bytes, what);
         exit(EXIT_FAILURE);
     }
+    size_t head = (HUGE_PAGE - (uintptr_t)raw % HUGE_PAGE) % HUGE_PAGE;
+    if (head) munmap(raw, head);
+    if (head < HUGE_PAGE) munmap(raw + head + bytes, HUGE_PAGE - head);
+    char* p = raw + head;
 
-    // the advice comes before the first touch, which is when pages are chosen
+    // the advice, before the first touch, which is when pages are chosen
 #ifdef MADV_HUGEPAGE
-    madvise(p, n, MADV_HUGEPAGE);
+    madvise(p, bytes, MADV_HUGEPAGE);
 #endif
-    memset(p, 0, n);
     return p;
+}
+
+void free_pages(void* p, size_t count, size_t size) {
+    if (!p) return;
+    if (block_is_mapped(count * size)) munmap(p, mapped_bytes(count * size));
+    else free(p);
 }
 
 int stdout_finish(void) {
@@ -304,7 +322,7 @@ void model_prepare(Model* m, int B, int T) {
     // the memory is kept when it is large enough (every tensor is written by
     // the forward pass before it is read)
     if (total > m->acts_capacity) {
-        free(m->acts_memory);
+        free_pages(m->acts_memory, m->acts_capacity, sizeof(float));
         m->acts_memory = xcalloc_pages(total, sizeof(float), "activations");
         m->acts_capacity = total;
     }
@@ -319,8 +337,8 @@ void model_prepare(Model* m, int B, int T) {
 }
 
 void model_free(Model* m) {
-    free(m->params_memory);
-    free(m->acts_memory);
+    free_pages(m->params_memory, m->num_params, sizeof(float));
+    free_pages(m->acts_memory, m->acts_capacity, sizeof(float));
     memset(m, 0, sizeof(*m));
 }
 

@@ -402,9 +402,12 @@ void* xcalloc(size_t count, size_t size, const char* what);
 // releases them.
 void* xmalloc_lines(size_t count, size_t size, int zero, const char* what);
 
-// A zeroed block for the large arrays of a training step: from 1 MB up, aligned to
-// and advised for huge pages (fewer TLB misses); free() releases it.
+// A zeroed block for the large arrays of a training step: from 1 MB up, mapped on
+// a 2 MB boundary and advised for huge pages (fewer TLB misses), its pages taken
+// only when first touched; free_pages, given the same count and size, releases
+// it (and accepts NULL).
 void* xcalloc_pages(size_t count, size_t size, const char* what);
+void free_pages(void* p, size_t count, size_t size);
 
 // Flushes stdout and checks that everything written to it arrived. Returns 0,
 // or -1 after a message on stderr (a full disk, a closed pipe): the programs'

@@ -118,7 +118,7 @@ static size_t packed_b_cap;
 static void reserve_packed_b(int N, int K) {
     size_t need = (size_t)((N + TILE_N - 1) / TILE_N) * K * TILE_N;
     if (need <= packed_b_cap) return;
-    free(packed_b);
+    free_pages(packed_b, packed_b_cap, sizeof(float));
     packed_b = xcalloc_pages(need, sizeof(float), "packed matrix");
     packed_b_cap = need;
 }

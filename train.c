@@ -395,14 +395,15 @@ void head_backward(float* dlnf, float* dwte, float* dnoise_head, const float* pr
 
 void gradients_init(Gradients* g, const Model* m) {
     g->grads = xcalloc_pages(m->num_params, sizeof(float), "parameter gradients");
+    g->num_grads = m->num_params;
     param_views(&g->g, g->grads, m->param_sizes);
     g->dacts = NULL;
     g->num_dacts = 0;
 }
 
 void gradients_free(Gradients* g) {
-    free(g->grads);
-    free(g->dacts);
+    free_pages(g->grads, g->num_grads, sizeof(float));
+    free_pages(g->dacts, g->num_dacts, sizeof(float));
     memset(g, 0, sizeof(*g));
 }
 
@@ -412,7 +413,7 @@ void gradients_free(Gradients* g) {
 // get no gradient.
 static void gradients_prepare(Gradients* g, const Model* m) {
     if (!(g->dacts && g->num_dacts == m->num_acts)) {
-        free(g->dacts);
+        free_pages(g->dacts, g->num_dacts, sizeof(float));
         g->dacts = xcalloc_pages(m->num_acts, sizeof(float), "activation gradients");
         g->num_dacts = m->num_acts;
     }
@@ -522,6 +523,7 @@ void adamw_init(AdamW* opt, const Model* m, float beta2, float eps, float weight
     opt->beta2 = beta2;
     opt->eps = eps;
     opt->weight_decay = weight_decay;
+    opt->num_params = m->num_params;
     opt->m = xcalloc_pages(m->num_params, sizeof(float), "AdamW first moment");
     opt->v = xcalloc_pages(m->num_params, sizeof(float), "AdamW second moment");
     if (track_directions) {
@@ -535,10 +537,10 @@ void adamw_init(AdamW* opt, const Model* m, float beta2, float eps, float weight
 }
 
 void adamw_free(AdamW* opt) {
-    free(opt->m);
-    free(opt->v);
-    free(opt->u);
-    free(opt->d);
+    free_pages(opt->m, opt->num_params, sizeof(float));
+    free_pages(opt->v, opt->num_params, sizeof(float));
+    free_pages(opt->u, opt->num_params, sizeof(float));
+    free_pages(opt->d, opt->num_params, sizeof(float));
     free(opt->slices);
     memset(opt, 0, sizeof(*opt));
 }

@@ -43,7 +43,8 @@ void head_backward(float* dlnf, float* dwte, float* dnoise_head, const float* pr
 // Gradients of the whole model
 
 typedef struct {
-    float* grads;          // (num_params), d mean_loss / d params
+    float* grads;          // (num_grads = num_params), d mean_loss / d params
+    size_t num_grads;
     ParamViews g;          // views into grads
     float* dacts;          // gradients of the activations, laid out as Model.acts
     ActViews d;
@@ -63,6 +64,7 @@ void model_backward(Model* m, Gradients* g, const int* inputs, const int* target
 typedef struct {
     float beta2, eps, weight_decay;
     long t;                // steps taken
+    size_t num_params;
     float* m;              // (num_params) first moment
     float* v;              // (num_params) second moment
     float* u;              // (num_params) last update direction (GAME C1), or NULL
