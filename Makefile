@@ -116,7 +116,7 @@ ASAN_DIR   := build-asan
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined $(WARN) -std=gnu11 $(OMP_FLAGS)
 VG_DIR     := build-valgrind
-VG_FLAGS   := -O1 -g $(WARN) -std=gnu11 $(OMP_FLAGS)
+VG_FLAGS   := -O1 -g $(WARN) -std=gnu11 $(OMP_FLAGS) -DGAME_PLAIN_ALLOC
 
 # $(call checked_build,FOLDER,FLAGS): rules for the library objects, train, run
 # and the test binary, compiled and linked with FLAGS into FOLDER.

@@ -66,9 +66,24 @@ void* xmalloc_lines(size_t count, size_t size, int zero, const char* what) {
 // The size of a huge page on x86-64 Linux: one TLB entry covers this much.
 #define HUGE_PAGE ((size_t)2 << 20)
 
+// Under AddressSanitizer, and in the valgrind build (GAME_PLAIN_ALLOC), every
+// block comes from calloc instead, so that the checkers watch its bounds.
+#if defined(__SANITIZE_ADDRESS__) || defined(GAME_PLAIN_ALLOC)
+#define MAP_BLOCKS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MAP_BLOCKS 0
+#endif
+#endif
+#ifndef MAP_BLOCKS
+#define MAP_BLOCKS 1
+#endif
+
+int large_blocks_mapped(void) { return MAP_BLOCKS; }
+
 // Whether a block of n bytes is one of xcalloc_pages' own mappings (from 1 MB
 // up), and how many bytes that mapping spans (whole huge pages).
-static int block_is_mapped(size_t n) { return n >= HUGE_PAGE / 2; }
+static int block_is_mapped(size_t n) { return MAP_BLOCKS && n >= HUGE_PAGE / 2; }
 static size_t mapped_bytes(size_t n) { return (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE; }
 
 // A zeroed block for the arrays a training step walks through from end to end
@@ -79,8 +94,8 @@ static size_t mapped_bytes(size_t n) { return (n + HUGE_PAGE - 1) / HUGE_PAGE * 
 // boundary and in whole huge pages, and offered for transparent huge pages
 // (madvise; where the kernel is not in "madvise" or "always" mode the advice is
 // ignored and nothing else changes). The kernel hands the pages out zeroed when
-// they are first touched, so a part of a block that is never used (the
-// gradients of the attention probabilities, which no layer computes) costs no
+// they are first touched, so the 2 MB pages of a block that are never used (the
+// gradients of the attention probabilities, which no layer computes) cost no
 // memory. Smaller blocks come from calloc. free_pages releases either.
 void* xcalloc_pages(size_t count, size_t size, const char* what) {
     if (size && count > (SIZE_MAX - 2 * HUGE_PAGE) / size)
@@ -99,7 +114,7 @@ void* xcalloc_pages(size_t count, size_t size, const char* what) {
     }
     size_t head = (HUGE_PAGE - (uintptr_t)raw % HUGE_PAGE) % HUGE_PAGE;
     if (head) munmap(raw, head);
-    if (head < HUGE_PAGE) munmap(raw + head + bytes, HUGE_PAGE - head);
+    munmap(raw + head + bytes, HUGE_PAGE - head);
     char* p = raw + head;
 
     // the advice, before the first touch, which is when pages are chosen

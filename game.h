@@ -409,6 +409,10 @@ void* xmalloc_lines(size_t count, size_t size, int zero, const char* what);
 void* xcalloc_pages(size_t count, size_t size, const char* what);
 void free_pages(void* p, size_t count, size_t size);
 
+// Whether xcalloc_pages maps its large blocks (1); 0 in checked builds, where
+// they come from calloc so that AddressSanitizer and valgrind see them.
+int large_blocks_mapped(void);
+
 // Flushes stdout and checks that everything written to it arrived. Returns 0,
 // or -1 after a message on stderr (a full disk, a closed pipe): the programs'
 // output is their product, so losing it is an error.

@@ -211,7 +211,9 @@ void work_end(WorkShare* w) {
 // After packing B, the work goes out in units of up to GEMM_UNIT tiles of one
 // column. The units are numbered row block by row block and shared out in equal
 // contiguous runs (work_next), so that each thread computes the same rows of C
-// in every product: the rows that the same thread's share of the row-wise layers
+// in every product over the tokens (the forward ones and the input gradients;
+// a weight gradient's rows are output channels): the rows that the same
+// thread's share of the row-wise layers
 // around it (layernorm, GELU, residuals, attention by batch row) also touches,
 // which so stay in its own core's cache instead of crossing to the other's. A
 // thread done with its run early helps with the others'. A unit runs k

@@ -84,8 +84,8 @@ static inline int score_chunks(int n) {
 }
 
 // Work items 0 .. n-1 shared out among the threads of a parallel region: thread t
-// owns the t-th of equal contiguous runs, as schedule(static) would give it, and
-// takes its own items from the front of its run; a thread whose run is used up
+// owns the t-th of equal contiguous runs (items n t / threads up to n (t + 1) /
+// threads), and takes its own items from the front of its run; a thread whose run is used up
 // takes what is left of the others' runs, from their back ends. So each thread
 // still computes the same rows in every layer (what keeps them in its core's
 // cache), while a thread that the machine slows down does not hold up the rest.

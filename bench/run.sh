@@ -47,10 +47,11 @@ echo
 default="--layers 4 --heads 4 --channels 128 --context 64 --batch 12"
 medium="--layers 6 --heads 6 --channels 384 --context 256 --batch 8"
 # The median ms/step of one reference run: ref_ms FLAGS STEPS CORETYPE (empty when
-# PyTorch is missing), and the OpenBLAS kernel it used in $out/ref-kernel.txt.
+# PyTorch is missing or the run failed), and the OpenBLAS kernel it used in
+# $out/ref-kernel.txt. An empty CORETYPE leaves OPENBLAS_CORETYPE unset.
 ref_ms() {
-    line=$(OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=$3 $PY tools/reference.py bench \
-           $1 --steps "$2" --threads 2 2>/dev/null | grep '^reference' || true)
+    line=$(env OMP_WAIT_POLICY=passive ${3:+OPENBLAS_CORETYPE=$3} $PY tools/reference.py \
+           bench $1 --steps "$2" --threads 2 2>/dev/null | grep '^reference' || true)
     echo "$line" | sed -n 's/.*blas *//p' > "$out/ref-kernel.txt"
     echo "$line" | awk 'NF { print $3 }'
 }
@@ -81,12 +82,15 @@ for cfg in default medium; do
         g=$(train_ms $flags --steps "$steps" --threads 2)
         p=""
         [ -n "$best" ] && p=$(ref_ms "$flags" "$steps" "$best_core")
-        echo "$g ${p:-nan}" >> "$out/pairs-$cfg.txt"
+        echo "$g $p" >> "$out/pairs-$cfg.txt" # just g when the reference failed
     done
     game=$(awk '{ print $1 }' "$out/pairs-$cfg.txt" | median)
-    if [ -n "$best" ]; then
-        refm=$(awk '{ print $2 }' "$out/pairs-$cfg.txt" | median)
-        ratio=$(awk '{ print $2 / $1 }' "$out/pairs-$cfg.txt" | median | awk '{ printf "%.1fx", $1 }')
+    if [ -n "$best" ] && awk 'NF == 2 { ok = 1 } END { exit !ok }' "$out/pairs-$cfg.txt"; then
+        refm=$(awk 'NF == 2 { print $2 }' "$out/pairs-$cfg.txt" | median)
+        ratio=$(awk 'NF == 2 { print $2 / $1 }' "$out/pairs-$cfg.txt" | median |
+                awk '{ printf "%.1fx", $1 }')
+        whole=$(awk 'NF == 2' "$out/pairs-$cfg.txt" | wc -l)
+        [ "$whole" -lt "$reps" ] && refm="$refm, $whole of $reps runs"
         ref="$refm ($best_kernel)"
     else
         ratio="-"; ref="not available (install python3-torch)"
