@@ -477,8 +477,8 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
         // a thread reads the batch rows of qkv that it wrote in the product before
         // (see gemm_acc in kernels.c)
         #pragma omp single
-        work_begin(&work, team_size(), (long)B * NH);
-        for (long pair; (pair = work_next(&work, team_member())) >= 0;) {
+        work_begin(&work, (long)B * NH);
+        for (long pair; (pair = work_next(&work)) >= 0;) {
             int b = (int)(pair / NH), h = (int)(pair % NH);
             const float* q = qkv + (size_t)b * T * C3 + h * hs;
             const float* k = q + C;

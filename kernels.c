@@ -159,7 +159,8 @@ static uint64_t run_span(long front, long back) {
     return (uint64_t)front | (uint64_t)back << 32;
 }
 
-void work_begin(WorkShare* w, int threads, long n) {
+void work_begin(WorkShare* w, long n) {
+    int threads = team_size();
     if (n > INT32_MAX) {
         fprintf(stderr, "error: %ld work items are too many to share out (a bug)\n", n);
         exit(EXIT_FAILURE);
@@ -176,14 +177,16 @@ static long run_take(struct WorkRun* r, int from_back) {
     for (;;) {
         long front = (long)(s & 0xFFFFFFFFu), back = (long)(s >> 32);
         if (front >= back) return -1;
-        uint64_t next = from_back ? run_span(front, back - 1) : run_span(front + 1, back);
+        uint64_t next = from_back ? run_span(front, back - 1)
+                                  : run_span(front + 1, back);
         if (atomic_compare_exchange_weak_explicit(&r->span, &s, next, memory_order_relaxed,
                                                   memory_order_relaxed))
             return from_back ? back - 1 : front;
     }
 }
 
-long work_next(WorkShare* w, int thread) {
+long work_next(WorkShare* w) {
+    int thread = team_member();
     // its own items first, in order
     long item = run_take(&w->runs[thread], 0);
     if (item >= 0) return item;
@@ -211,19 +214,18 @@ void work_end(WorkShare* w) {
 // After packing B, the work goes out in units of up to GEMM_UNIT tiles of one
 // column. The units are numbered row block by row block and shared out in equal
 // contiguous runs (work_next), so that each thread computes the same rows of C
-// in every product over the tokens (the forward ones and the input gradients;
-// a weight gradient's rows are output channels): the rows that the same
-// thread's share of the row-wise layers
-// around it (layernorm, GELU, residuals, attention by batch row) also touches,
-// which so stay in its own core's cache instead of crossing to the other's. A
-// thread done with its run early helps with the others'. A unit runs k
-// in blocks of GEMM_KB: each block for all of its tiles before the next, so that
-// the block of the column's panel (GEMM_KB x 32, up to 32 KB) stays in L1 while
-// the unit's rows of A (32 rows, 16 KB at K = 128) pass by, and those rows stay
-// there for the next unit, the same rows against the next panel. (Units of 8
-// tiles were 6% slower in a training step, units of 2 another 6%.) A tile is
-// summed block after block by the one thread that owns its unit, so the bits do
-// not depend on the thread count.
+// in every product over the tokens (the forward ones and the input gradients; a
+// weight gradient's rows are output channels): the rows that the same thread's
+// share of the row-wise layers around it (layernorm, GELU, residuals, attention
+// by batch row) also touches, which so stay in its own core's cache instead of
+// crossing to the other's. A thread done with its run early helps with the
+// others'. A unit runs k in blocks of GEMM_KB: each block for all of its tiles
+// before the next, so that the block of the column's panel (GEMM_KB x 32, up to
+// 32 KB) stays in L1 while the unit's rows of A (32 rows, 16 KB at K = 128) pass
+// by, and those rows stay there for the next unit, the same rows against the
+// next panel. (Units of 8 tiles were 6% slower in a training step, units of 2
+// another 6%.) A tile is summed block after block by the one thread that owns
+// its unit, so the bits do not depend on the thread count.
 #define GEMM_UNIT 4
 static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a_ks,
                      const float* B, size_t b_ks, size_t b_js, int M, int N, int K,
@@ -235,9 +237,9 @@ static void gemm_acc(float* C, size_t ldc, const float* A, size_t a_rs, size_t a
     #pragma omp parallel
     {
         #pragma omp single
-        work_begin(&work, team_size(), (long)units_m * tiles_n);
+        work_begin(&work, (long)units_m * tiles_n);
         pack_b(B, b_ks, b_js, N, K);
-        for (long unit; (unit = work_next(&work, team_member())) >= 0;) {
+        for (long unit; (unit = work_next(&work)) >= 0;) {
             int u = (int)unit;
             int tn = u % tiles_n, j = tn * TILE_N;
             int tm0 = u / tiles_n * GEMM_UNIT;

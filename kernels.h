@@ -85,22 +85,23 @@ static inline int score_chunks(int n) {
 
 // Work items 0 .. n-1 shared out among the threads of a parallel region: thread t
 // owns the t-th of equal contiguous runs (items n t / threads up to n (t + 1) /
-// threads), and takes its own items from the front of its run; a thread whose run is used up
-// takes what is left of the others' runs, from their back ends. So each thread
-// still computes the same rows in every layer (what keeps them in its core's
-// cache), while a thread that the machine slows down does not hold up the rest.
-// Which thread computes an item never changes the item's result.
+// threads), and takes its own items from the front of its run; a thread whose
+// run is used up takes what is left of the others' runs, from their back ends.
+// So each thread still computes the same rows in every layer (what keeps them in
+// its core's cache), while a thread that the machine slows down does not hold up
+// the rest. Which thread computes an item never changes the item's result.
 //
 // Usage, inside a parallel region: one thread calls work_begin (e.g. under omp
-// single, whose barrier then publishes it), every thread loops on work_next
-// until it returns -1, and after the region work_end frees the runs.
+// single, whose barrier then publishes it), which sizes the runs for the region's
+// threads; every thread loops on work_next until it returns -1; after the region
+// work_end frees the runs.
 typedef struct {
     struct WorkRun* runs; // one per thread, each on its own cache line
     int threads;
 } WorkShare;
 
-void work_begin(WorkShare* w, int threads, long n);
-long work_next(WorkShare* w, int thread);
+void work_begin(WorkShare* w, long n);
+long work_next(WorkShare* w);
 void work_end(WorkShare* w);
 
 // The calling thread's number in its parallel region, and the region's size (0

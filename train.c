@@ -206,8 +206,8 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
 
         // the pairs in equal contiguous runs, as in the forward
         #pragma omp single
-        work_begin(&work, team_size(), (long)B * NH);
-        for (long pair; (pair = work_next(&work, team_member())) >= 0;) {
+        work_begin(&work, (long)B * NH);
+        for (long pair; (pair = work_next(&work)) >= 0;) {
             int b = (int)(pair / NH), h = (int)(pair % NH);
             size_t off = (size_t)b * T * C3 + h * hs;
             const float *q = qkv + off, *k = q + C, *v = q + 2 * C;

@@ -1976,7 +1976,7 @@ Test(model, work_share_hands_out_each_item_once_and_helps_a_late_thread) {
         #pragma omp single
         {
             team = team_size();
-            work_begin(&work, team, N);
+            work_begin(&work, N);
         }
         int me = team_member();
         long late_first = (long)N / team, late_end = (long)N * 2 / team;
@@ -1984,7 +1984,7 @@ Test(model, work_share_hands_out_each_item_once_and_helps_a_late_thread) {
             #pragma omp atomic read
             go = helped_once;
         }
-        for (long item; (item = work_next(&work, me)) >= 0;) {
+        for (long item; (item = work_next(&work)) >= 0;) {
             int before;
             #pragma omp atomic capture
             { before = taken_by[item]; taken_by[item] = me; }
