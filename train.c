@@ -301,20 +301,12 @@ void gelu_backward(float* dx, const float* x, const float* dout, size_t N) {
 }
 
 // forward: out = resid + h * mult, mult = 1 + eta sigma (+-eps) (or 1 without noise)
-// dresid = dout, dh = dout * mult, and since d mult / d s = mult - 1 (s = log
-// sigma), ds += sum dout * h * (mult - 1). dresid and dh are overwritten: the
-// backward pass reaches this add before anything else that adds to them.
-void residual_backward(float* dresid, float* dh, float* dnoise, const float* dout,
-                       const float* h, size_t N, const float* noise_scale, uint64_t key,
-                       int dither, int B, int T, int C) {
-    if (!noise_scale) {
-        #pragma omp parallel for
-        for (size_t i = 0; i < N; i++) {
-            dresid[i] = dout[i];
-            dh[i] = dout[i];
-        }
-        return;
-    }
+// dresid = dout, left in place; dh = dout * mult, and since d mult / d s = mult - 1
+// (s = log sigma), ds += sum dout * h * (mult - 1).
+const float* residual_backward(float* dh, float* dnoise, const float* dout,
+                               const float* h, size_t N, const float* noise_scale,
+                               uint64_t key, int dither, int B, int T, int C) {
+    if (!noise_scale) return dout;
 
     // with noise: the s gradient as a sum of per-row partials, added in order
     float scale = *noise_scale;
@@ -329,7 +321,6 @@ void residual_backward(float* dresid, float* dh, float* dnoise, const float* dou
         for (int c = 0; c < C; c++) {
             float noise = sc * rng_normal(key, base + c); // mult - 1
             float d = dout[row + c];
-            dresid[row + c] = d;
             dh[row + c] = d * (1.0f + noise);
             s += d * h[row + c] * noise;
         }
@@ -340,6 +331,7 @@ void residual_backward(float* dresid, float* dh, float* dnoise, const float* dou
     *dnoise += (float)s;
     free(part);
     (void)N;
+    return dh;
 }
 
 // forward: logits = lnf @ wte^T [+ sign_b eta f(eps_out) * (headin @ sigma_W^T)],
@@ -459,22 +451,25 @@ void model_backward(Model* m, Gradients* g, const int* inputs, const int* target
     free(f_out);
     free(f_in);
     free(sigma_w);
+
+    // the residual stream's gradient, in one buffer through every block: a
+    // residual add passes it on unchanged, and each layernorm adds its input's
+    // gradient to it (the stream's own slices of the activation gradients,
+    // A_RESID2 and A_RESID3, so go unused, and their pages are never touched)
+    float* dstream = da[A_ENCODED];
     float* last = a[A_RESID3] + (L - 1) * BT * C;
-    float* dlast = da[A_RESID3] + (L - 1) * BT * C;
-    memset(dlast, 0, BT * C * sizeof(float)); // the one gradient that starts with +=
-    layernorm_backward(dlast, dp[P_LNFW], dp[P_LNFB], da[A_LNF], last, p[P_LNFW],
+    memset(dstream, 0, BT * C * sizeof(float));
+    layernorm_backward(dstream, dp[P_LNFW], dp[P_LNFB], da[A_LNF], last, p[P_LNFW],
                        a[A_LNF_MEAN], a[A_LNF_RSTD], BT, C);
 
-    // the blocks, last to first. Each activation gradient is first written (=) by
-    // the layer that reads the activation (a residual add, a product's input, the
-    // GELU, the attention); the layernorms' input gradients then add to the
-    // residual streams' (+=), which the residual adds wrote just before.
+    // the blocks, last to first. Each activation gradient other than the stream's
+    // is first written (=) by the layer that reads the activation (a product's
+    // input, the GELU, the attention, a noisy residual add's branch)
     for (int l = L - 1; l >= 0; l--) {
         BlockViews w, d;
         block_views(&w, m, l);
         block_grad_views(&d, m, g, l);
         const float* resid = l == 0 ? a[A_ENCODED] : a[A_RESID3] + (l - 1) * BT * C;
-        float* dresid = l == 0 ? da[A_ENCODED] : da[A_RESID3] + (l - 1) * BT * C;
         float att_scale = 0.0f, mlp_scale = 0.0f, logit_scale[1024];
         if (nz->block) {
             att_scale = nz->eta * expf(*w.noise_att);
@@ -484,34 +479,32 @@ void model_backward(Model* m, Gradients* g, const int* inputs, const int* target
             for (int h = 0; h < NH; h++) logit_scale[h] = nz->eta * expf(w.noise_logit[h]);
 
         // MLP sublayer: resid3 = resid2 + noise(fcproj(gelu(fc(ln2(resid2)))))
-        residual_backward(d.resid2, d.fcproj, d.noise_mlp, d.resid3, w.fcproj, BT * C,
-                          nz->block ? &mlp_scale : NULL,
-                          rng_key(nz->seed, nz->step, RNG_SITE_NOISE_MLP(l)),
-                          nz->dither, B, T, C);
-        matmul_backward(d.fch_gelu, d.fcprojw, d.fcprojb, d.fcproj, w.fch_gelu, w.fcprojw,
+        const float* dfcproj = residual_backward(
+            d.fcproj, d.noise_mlp, dstream, w.fcproj, BT * C, nz->block ? &mlp_scale : NULL,
+            rng_key(nz->seed, nz->step, RNG_SITE_NOISE_MLP(l)), nz->dither, B, T, C);
+        matmul_backward(d.fch_gelu, d.fcprojw, d.fcprojb, dfcproj, w.fch_gelu, w.fcprojw,
                         BT, 4 * C, C);
         gelu_backward(d.fch, w.fch, d.fch_gelu, BT * 4 * C);
         matmul_backward(d.ln2, d.fcw, d.fcb, d.fch, w.ln2, w.fcw, BT, C, 4 * C);
-        layernorm_backward(d.resid2, d.ln2w, d.ln2b, d.ln2, w.resid2, w.ln2w, w.ln2_mean,
+        layernorm_backward(dstream, d.ln2w, d.ln2b, d.ln2, w.resid2, w.ln2w, w.ln2_mean,
                            w.ln2_rstd, BT, C);
 
         // attention sublayer: resid2 = resid + noise(attproj(attention(ln1(resid))))
-        residual_backward(dresid, d.attproj, d.noise_att, d.resid2, w.attproj, BT * C,
-                          nz->block ? &att_scale : NULL,
-                          rng_key(nz->seed, nz->step, RNG_SITE_NOISE_ATT(l)),
-                          nz->dither, B, T, C);
-        matmul_backward(d.atty, d.attprojw, d.attprojb, d.attproj, w.atty, w.attprojw,
+        const float* dattproj = residual_backward(
+            d.attproj, d.noise_att, dstream, w.attproj, BT * C, nz->block ? &att_scale : NULL,
+            rng_key(nz->seed, nz->step, RNG_SITE_NOISE_ATT(l)), nz->dither, B, T, C);
+        matmul_backward(d.atty, d.attprojw, d.attprojb, dattproj, w.atty, w.attprojw,
                         BT, C, C);
         attention_backward(d.qkv, d.noise_logit, d.atty, w.qkv, w.att, B, T, C, NH,
                            nz->logits ? logit_scale : NULL,
                            rng_key(nz->seed, nz->step, RNG_SITE_LOGIT(l)));
         matmul_backward(d.ln1, d.qkvw, d.qkvb, d.qkv, w.ln1, w.qkvw, BT, C, 3 * C);
-        layernorm_backward(dresid, d.ln1w, d.ln1b, d.ln1, resid, w.ln1w, w.ln1_mean,
+        layernorm_backward(dstream, d.ln1w, d.ln1b, d.ln1, resid, w.ln1w, w.ln1_mean,
                            w.ln1_rstd, BT, C);
     }
 
     // embeddings
-    encoder_backward(dp[P_WTE], dp[P_WPE], da[A_ENCODED], inputs, B, T, C);
+    encoder_backward(dp[P_WTE], dp[P_WPE], dstream, inputs, B, T, C);
 }
 
 // ----------------------------------------------------------------------------

@@ -15,8 +15,8 @@
 // Layers, backward direction. Each takes the input gradients first, then the
 // output gradient, then what its forward used. Parameter gradients and the
 // layernorm's dx are accumulated (+=); the gradients of an activation that only
-// one layer reads are overwritten (=): the attention's dqkv, the GELU's dx, the
-// residual add's dresid and dh, the head's dlnf (and matmul_backward's dinp).
+// one layer reads are overwritten (=): the attention's dqkv, the GELU's dx, a
+// noisy residual add's dh, the head's dlnf (and matmul_backward's dinp).
 
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp,
                       int B, int T, int C);
@@ -28,10 +28,13 @@ void attention_backward(float* dqkv, float* dnoise, const float* dout, const flo
                         const float* att, int B, int T, int C, int NH,
                         const float* noise_scale, uint64_t noise_key);
 void gelu_backward(float* dx, const float* x, const float* dout, size_t N);
-// dnoise (1) receives d loss / d s of the site when noise_scale is not NULL.
-void residual_backward(float* dresid, float* dh, float* dnoise, const float* dout,
-                       const float* h, size_t N, const float* noise_scale, uint64_t key,
-                       int dither, int B, int T, int C);
+// The residual add out = resid + h [* mult]: the gradient of resid is dout
+// itself, which so stays where it is (the residual stream's gradient is kept in
+// one buffer). Returns the gradient of h: dout itself without noise (nothing to
+// compute), else dh (N) filled, and then dnoise (1) receives d loss / d s.
+const float* residual_backward(float* dh, float* dnoise, const float* dout,
+                               const float* h, size_t N, const float* noise_scale,
+                               uint64_t key, int dither, int B, int T, int C);
 // From probs (B, T, V) and targets: dlnf (B, T, C), dwte (V, C) and, with head
 // noise, dnoise_head (V, C) = d loss / d s_W. The loss is the mean over B T.
 void head_backward(float* dlnf, float* dwte, float* dnoise_head, const float* probs,

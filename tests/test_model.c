@@ -736,14 +736,15 @@ static void check_residual(int noisy, int dither, int B) {
         }
     }
 
-    // backward
-    float dresid[LN * LC], dh[LN * LC], ds = GRAD_START;
-    fill_float(dresid, LN * LC, GRAD_POISON);
+    // backward: resid's gradient is the upstream one, R, left in place; h's is
+    // R itself without noise, else written into dh
+    float dh[LN * LC], ds = GRAD_START;
     fill_float(dh, LN * LC, GRAD_POISON);
-    residual_backward(dresid, dh, noisy ? &ds : NULL, R, h, LN * LC, ns, c.key, dither,
-                      c.B, c.T, c.C);
-    expect_grad_set("resid", dresid, residual_loss, &c, c.resid, LN * LC);
-    expect_grad_set("h", dh, residual_loss, &c, c.h, LN * LC);
+    const float* got = residual_backward(dh, noisy ? &ds : NULL, R, h, LN * LC, ns, c.key,
+                                         dither, c.B, c.T, c.C);
+    cr_assert(got == (noisy ? dh : R), "residual_backward returned the wrong buffer");
+    expect_grad_set("resid", R, residual_loss, &c, c.resid, LN * LC);
+    expect_grad_set("h", got, residual_loss, &c, c.h, LN * LC);
     if (noisy) expect_grad("s", &ds, residual_loss, &c, &c.s, 1);
 }
 
