@@ -414,31 +414,25 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
 // into att (B, NH, T, T), whose masked entries t2 > t are zero, and
 // out (B, T, C) = att @ v.
 
-// Row t of the scores into probabilities, in place: s (score_chunks(n) floats,
-// n = t + 1 keys) becomes softmax over t2 < n of scale s[t2] (+ ns eps(base +
-// t2) when noisy), and 0 for t2 >= n. The loops run over whole chunks of
-// SCORE_CHUNK keys, the masked tail included, so that they are vector code with
-// no scalar remainder; the simd sum adds in one fixed order for a given build.
-static void softmax_row(float* restrict s, int n, float scale, int noisy, float ns,
-                        uint64_t key, size_t base) {
-    int W = score_chunks(n);
-
-    // the scaled scores, with their noise when noisy
-    if (noisy) {
-        #pragma omp simd
-        for (int t2 = 0; t2 < W; t2++)
-            s[t2] = s[t2] * scale + ns * rng_normal(key, base + t2);
-    } else {
-        #pragma omp simd
-        for (int t2 = 0; t2 < W; t2++) s[t2] *= scale;
-    }
-
-    // -inf past n, and the largest
+// Row t of the scores into probabilities, in place: s (W = score_chunks(n)
+// floats, n = t + 1 keys) becomes softmax over t2 < n of scale s[t2] (+ ns
+// eps(base + t2) when noisy), and 0 for t2 >= n. The loops run over all W keys,
+// the masked tail included, so that they are vector code with no scalar
+// remainder; the simd reductions add in one fixed order for a given build and W.
+//
+// The work goes through v (W floats), which may be s itself; a row of up to 64
+// keys goes through a local array that, with W a constant, stays in registers.
+static inline __attribute__((always_inline)) void
+softmax_span(float* s, float* v, int n, int W, float scale, int noisy, float ns,
+             uint64_t key, size_t base) {
+    // the scaled scores (with their noise), -inf past n, and the largest
     float maxv = -INFINITY;
     #pragma omp simd reduction(max : maxv)
     for (int t2 = 0; t2 < W; t2++) {
-        float e = t2 < n ? s[t2] : -INFINITY;
-        s[t2] = e;
+        float e = s[t2] * scale;
+        if (noisy) e += ns * rng_normal(key, base + t2);
+        e = t2 < n ? e : -INFINITY;
+        v[t2] = e;
         maxv = e > maxv ? e : maxv;
     }
 
@@ -446,13 +440,34 @@ static void softmax_row(float* restrict s, int n, float scale, int noisy, float 
     float sum = 0.0f;
     #pragma omp simd reduction(+ : sum)
     for (int t2 = 0; t2 < W; t2++) {
-        float e = t2 < n ? fast_expf(s[t2] - maxv) : 0.0f;
-        s[t2] = e;
+        float e = t2 < n ? fast_expf(v[t2] - maxv) : 0.0f;
+        v[t2] = e;
         sum += e;
     }
     float inv = 1.0f / sum;
     #pragma omp simd
-    for (int t2 = 0; t2 < W; t2++) s[t2] *= inv;
+    for (int t2 = 0; t2 < W; t2++) s[t2] = v[t2] * inv;
+}
+
+// softmax_span with W a constant for the rows of up to 64 keys without noise
+// (every row at the default context), which so become straight-line vector code
+// that keeps the row in registers: about 2% less time per training step, on one
+// thread and on two, than one loop for every width (measured with steps that
+// alternate between the two in one run).
+static void softmax_row(float* restrict s, int n, float scale, int noisy, float ns,
+                        uint64_t key, size_t base) {
+    float v[64];
+    int W = score_chunks(n);
+    if (noisy || W > 64) {
+        softmax_span(s, s, n, W, scale, noisy, ns, key, base);
+        return;
+    }
+    switch (W) {
+    case 16: softmax_span(s, v, n, 16, scale, 0, 0.0f, 0, 0); break;
+    case 32: softmax_span(s, v, n, 32, scale, 0, 0.0f, 0, 0); break;
+    case 48: softmax_span(s, v, n, 48, scale, 0, 0.0f, 0, 0); break;
+    default: softmax_span(s, v, n, 64, scale, 0, 0.0f, 0, 0); break;
+    }
 }
 
 // Each (b, h) pair is two small matrix products, S = Q K^T and out = P V, done

@@ -164,12 +164,11 @@ void layernorm_backward(float* dx, float* dw, float* dbias, const float* dout,
 // becomes p * (g - sum p g) * scale over t2 < n, and 0 for t2 >= n, with p the
 // row's probabilities (n floats). With noisy set, returns the row's share of
 // the noise gradient, sum of dS eps(base + t2) ns before the scaling (0
-// otherwise). Over whole chunks of SCORE_CHUNK keys, as the forward's softmax.
-static float softmax_row_backward(float* restrict g, const float* restrict p, int n,
-                                  float scale, int noisy, float ns, uint64_t key,
-                                  size_t base) {
-    int W = score_chunks(n);
-
+// otherwise). Over all W = score_chunks(n) keys, as the forward's softmax_span,
+// and like it with W a constant for rows of up to 64 keys without noise.
+static inline __attribute__((always_inline)) float
+softmax_span_backward(float* restrict g, const float* restrict p, int n, int W,
+                      float scale, int noisy, float ns, uint64_t key, size_t base) {
     // sum over t2 < n of p g
     float dot = 0.0f;
     #pragma omp simd reduction(+ : dot)
@@ -186,6 +185,19 @@ static float softmax_row_backward(float* restrict g, const float* restrict p, in
     #pragma omp simd
     for (int t2 = 0; t2 < W; t2++) g[t2] *= scale;
     return dsum;
+}
+
+static float softmax_row_backward(float* restrict g, const float* restrict p, int n,
+                                  float scale, int noisy, float ns, uint64_t key,
+                                  size_t base) {
+    int W = score_chunks(n);
+    if (noisy || W > 64) return softmax_span_backward(g, p, n, W, scale, noisy, ns, key, base);
+    switch (W) {
+    case 16: return softmax_span_backward(g, p, n, 16, scale, 0, 0.0f, 0, 0);
+    case 32: return softmax_span_backward(g, p, n, 32, scale, 0, 0.0f, 0, 0);
+    case 48: return softmax_span_backward(g, p, n, 48, scale, 0, 0.0f, 0, 0);
+    default: return softmax_span_backward(g, p, n, 64, scale, 0, 0.0f, 0, 0);
+    }
 }
 
 void attention_backward(float* dqkv, float* dnoise, const float* dout, const float* qkv,
