@@ -88,7 +88,7 @@ for cfg in default medium; do
     if [ -n "$best" ] && awk 'NF == 2 { ok = 1 } END { exit !ok }' "$out/pairs-$cfg.txt"; then
         refm=$(awk 'NF == 2 { print $2 }' "$out/pairs-$cfg.txt" | median)
         ratio=$(awk 'NF == 2 { print $2 / $1 }' "$out/pairs-$cfg.txt" | median |
-                awk '{ printf "%.1fx", $1 }')
+                awk '{ printf "%.2fx", $1 }')
         whole=$(awk 'NF == 2' "$out/pairs-$cfg.txt" | wc -l)
         [ "$whole" -lt "$reps" ] && refm="$refm, $whole of $reps runs"
         ref="$refm ($best_kernel)"
