@@ -187,6 +187,8 @@ softmax_span_backward(float* restrict g, const float* restrict p, int n, int W,
     return dsum;
 }
 
+// softmax_span_backward, with W a constant for rows of up to 64 keys without
+// noise (see softmax_row in game.c).
 static float softmax_row_backward(float* restrict g, const float* restrict p, int n,
                                   float scale, int noisy, float ns, uint64_t key,
                                   size_t base) {
@@ -412,9 +414,9 @@ void gradients_free(Gradients* g) {
 }
 
 // Sizes the activation gradients like the model's activations. They need no
-// clearing: every tensor's first producer in the backward pass overwrites it
-// (see model_backward), and the attention probabilities, statistics and losses
-// get no gradient.
+// clearing: every tensor's first producer in the backward pass overwrites it,
+// but for the residual stream's, which model_backward clears itself; the
+// attention probabilities, statistics and losses get no gradient.
 static void gradients_prepare(Gradients* g, const Model* m) {
     if (!(g->dacts && g->num_dacts == m->num_acts)) {
         free_pages(g->dacts, g->num_dacts, sizeof(float));

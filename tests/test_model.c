@@ -583,11 +583,13 @@ static void ref_attention_backward(double* dqkv, double* ds, const double* dout,
     free(dS);
 }
 
-// Attention at a shape wider than the chunks and tiles its kernels work in
-// (T = 45: one full and one partial chunk of keys past 32, hs 32 and 16),
-// forward and backward against the double reference, with and without noise.
-static void check_attention_wide(int C, int NH, int noisy) {
-    enum { WB = 2, WT = 45 };
+// Attention at shapes wider than the chunks and tiles its kernels work in,
+// forward and backward against the double reference, with and without noise:
+// T = 45 (one full and one partial chunk of keys past 32, hs 32 and 16), T = 64
+// (every row in the softmax's copies for 16, 32, 48 and 64 keys) and T = 80
+// (rows past 64 keys, in its loop for any width).
+static void check_attention_wide(int C, int NH, int noisy, int WT) {
+    enum { WB = 2 };
     TestRng r = {SEED_LAYERS + 11 + (uint64_t)noisy};
     size_t n3 = (size_t)WB * WT * 3 * C, n = (size_t)WB * WT * C;
     size_t na = (size_t)WB * NH * WT * WT;
@@ -638,9 +640,12 @@ static void check_attention_wide(int C, int NH, int noisy) {
 }
 
 Test(layers, attention_wide, .init = one_thread) {
-    check_attention_wide(64, 2, 0);
-    check_attention_wide(64, 2, 1);
-    check_attention_wide(64, 4, 1);
+    check_attention_wide(64, 2, 0, 45);
+    check_attention_wide(64, 2, 1, 45);
+    check_attention_wide(64, 4, 1, 45);
+    check_attention_wide(64, 2, 0, 64);
+    check_attention_wide(64, 2, 0, 80);
+    check_attention_wide(64, 4, 1, 80);
 }
 
 enum { GELU_N = LN * 4 * LC };
