@@ -420,8 +420,9 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
 // the masked tail included, so that they are vector code with no scalar
 // remainder; the simd reductions add in one fixed order for a given build and W.
 //
-// The work goes through v (W floats), which may be s itself; a row of up to 64
-// keys goes through a local array that, with W a constant, stays in registers.
+// The work goes through v (W floats), which may be s itself; a row of up to
+// SCORE_FIXED_MAX keys goes through a local array that, with W a constant, stays
+// in registers.
 static inline __attribute__((always_inline)) void
 softmax_span(float* s, float* v, int n, int W, float scale, int noisy, float ns,
              uint64_t key, size_t base) {
@@ -449,16 +450,16 @@ softmax_span(float* s, float* v, int n, int W, float scale, int noisy, float ns,
     for (int t2 = 0; t2 < W; t2++) s[t2] = v[t2] * inv;
 }
 
-// softmax_span with W a constant for the rows of up to 64 keys without noise
-// (every row at the default context), which so become straight-line vector code
+// softmax_span with W a constant for the rows of up to SCORE_FIXED_MAX keys
+// without noise (every row at the default context), which so become straight-line vector code
 // that keeps the row in registers: about 2% less time per training step, on one
 // thread and on two, than one loop for every width (measured with steps that
 // alternate between the two in one run).
 static void softmax_row(float* restrict s, int n, float scale, int noisy, float ns,
                         uint64_t key, size_t base) {
-    float v[64];
+    float v[SCORE_FIXED_MAX];
     int W = score_chunks(n);
-    if (noisy || W > 64) {
+    if (noisy || W > SCORE_FIXED_MAX) {
         softmax_span(s, s, n, W, scale, noisy, ns, key, base);
         return;
     }

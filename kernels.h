@@ -83,6 +83,11 @@ static inline int score_chunks(int n) {
     return (n + SCORE_CHUNK - 1) / SCORE_CHUNK * SCORE_CHUNK;
 }
 
+// Rows of up to this many keys (four chunks) run, without noise, in copies of the
+// softmax and its backward compiled for their exact width (softmax_row in game.c,
+// softmax_row_backward in train.c).
+#define SCORE_FIXED_MAX 64
+
 // Work items 0 .. n-1 shared out among the threads of a parallel region: thread t
 // owns the t-th of equal contiguous runs (items n t / threads up to n (t + 1) /
 // threads), and takes its own items from the front of its run; a thread whose

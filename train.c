@@ -165,7 +165,8 @@ void layernorm_backward(float* dx, float* dw, float* dbias, const float* dout,
 // row's probabilities (n floats). With noisy set, returns the row's share of
 // the noise gradient, sum of dS eps(base + t2) ns before the scaling (0
 // otherwise). Over all W = score_chunks(n) keys, as the forward's softmax_span,
-// and like it with W a constant for rows of up to 64 keys without noise.
+// and like it with W a constant for rows of up to SCORE_FIXED_MAX keys without
+// noise.
 static inline __attribute__((always_inline)) float
 softmax_span_backward(float* restrict g, const float* restrict p, int n, int W,
                       float scale, int noisy, float ns, uint64_t key, size_t base) {
@@ -187,13 +188,14 @@ softmax_span_backward(float* restrict g, const float* restrict p, int n, int W,
     return dsum;
 }
 
-// softmax_span_backward, with W a constant for rows of up to 64 keys without
-// noise (see softmax_row in game.c).
+// softmax_span_backward, with W a constant for rows of up to SCORE_FIXED_MAX keys
+// without noise (see softmax_row in game.c).
 static float softmax_row_backward(float* restrict g, const float* restrict p, int n,
                                   float scale, int noisy, float ns, uint64_t key,
                                   size_t base) {
     int W = score_chunks(n);
-    if (noisy || W > 64) return softmax_span_backward(g, p, n, W, scale, noisy, ns, key, base);
+    if (noisy || W > SCORE_FIXED_MAX)
+        return softmax_span_backward(g, p, n, W, scale, noisy, ns, key, base);
     switch (W) {
     case 16: return softmax_span_backward(g, p, n, 16, scale, 0, 0.0f, 0, 0);
     case 32: return softmax_span_backward(g, p, n, 32, scale, 0, 0.0f, 0, 0);
@@ -318,8 +320,8 @@ void gelu_backward(float* dx, const float* x, const float* dout, size_t N) {
 // dresid = dout, left in place; dh = dout * mult, and since d mult / d s = mult - 1
 // (s = log sigma), ds += sum dout * h * (mult - 1).
 const float* residual_backward(float* dh, float* dnoise, const float* dout,
-                               const float* h, size_t N, const float* noise_scale,
-                               uint64_t key, int dither, int B, int T, int C) {
+                               const float* h, const float* noise_scale, uint64_t key,
+                               int dither, int B, int T, int C) {
     if (!noise_scale) return dout;
 
     // with noise: the s gradient as a sum of per-row partials, added in order
@@ -344,7 +346,6 @@ const float* residual_backward(float* dh, float* dnoise, const float* dout,
     for (int n = 0; n < rows; n++) s += part[n];
     *dnoise += (float)s;
     free(part);
-    (void)N;
     return dh;
 }
 
@@ -494,7 +495,7 @@ void model_backward(Model* m, Gradients* g, const int* inputs, const int* target
 
         // MLP sublayer: resid3 = resid2 + noise(fcproj(gelu(fc(ln2(resid2)))))
         const float* dfcproj = residual_backward(
-            d.fcproj, d.noise_mlp, dstream, w.fcproj, BT * C, nz->block ? &mlp_scale : NULL,
+            d.fcproj, d.noise_mlp, dstream, w.fcproj, nz->block ? &mlp_scale : NULL,
             rng_key(nz->seed, nz->step, RNG_SITE_NOISE_MLP(l)), nz->dither, B, T, C);
         matmul_backward(d.fch_gelu, d.fcprojw, d.fcprojb, dfcproj, w.fch_gelu, w.fcprojw,
                         BT, 4 * C, C);
@@ -505,7 +506,7 @@ void model_backward(Model* m, Gradients* g, const int* inputs, const int* target
 
         // attention sublayer: resid2 = resid + noise(attproj(attention(ln1(resid))))
         const float* dattproj = residual_backward(
-            d.attproj, d.noise_att, dstream, w.attproj, BT * C, nz->block ? &att_scale : NULL,
+            d.attproj, d.noise_att, dstream, w.attproj, nz->block ? &att_scale : NULL,
             rng_key(nz->seed, nz->step, RNG_SITE_NOISE_ATT(l)), nz->dither, B, T, C);
         matmul_backward(d.atty, d.attprojw, d.attprojb, dattproj, w.atty, w.attprojw,
                         BT, C, C);

@@ -31,10 +31,10 @@ void gelu_backward(float* dx, const float* x, const float* dout, size_t N);
 // The residual add out = resid + h [* mult]: the gradient of resid is dout
 // itself, which so stays where it is (the residual stream's gradient is kept in
 // one buffer). Returns the gradient of h: dout itself without noise (nothing to
-// compute), else dh (N) filled, and then dnoise (1) receives d loss / d s.
+// compute), else dh (B, T, C) filled, and then dnoise (1) receives d loss / d s.
 const float* residual_backward(float* dh, float* dnoise, const float* dout,
-                               const float* h, size_t N, const float* noise_scale,
-                               uint64_t key, int dither, int B, int T, int C);
+                               const float* h, const float* noise_scale, uint64_t key,
+                               int dither, int B, int T, int C);
 // From probs (B, T, V) and targets: dlnf (B, T, C), dwte (V, C) and, with head
 // noise, dnoise_head (V, C) = d loss / d s_W. The loss is the mean over B T.
 void head_backward(float* dlnf, float* dwte, float* dnoise_head, const float* probs,

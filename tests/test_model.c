@@ -745,8 +745,8 @@ static void check_residual(int noisy, int dither, int B) {
     // R itself without noise, else written into dh
     float dh[LN * LC], ds = GRAD_START;
     fill_float(dh, LN * LC, GRAD_POISON);
-    const float* got = residual_backward(dh, noisy ? &ds : NULL, R, h, LN * LC, ns, c.key,
-                                         dither, c.B, c.T, c.C);
+    const float* got = residual_backward(dh, noisy ? &ds : NULL, R, h, ns, c.key, dither,
+                                         c.B, c.T, c.C);
     cr_assert(got == (noisy ? dh : R), "residual_backward returned the wrong buffer");
     expect_grad_set("resid", R, residual_loss, &c, c.resid, LN * LC);
     expect_grad_set("h", got, residual_loss, &c, c.h, LN * LC);
