@@ -25,7 +25,7 @@ $(info OpenMP: not found, building single-threaded)
 endif
 endif
 
-LIB_SRC := game.c kernels.c sampler.c tokenizer.c weights.c ame.c plot.c
+LIB_SRC := game.c int8.c kernels.c sampler.c tokenizer.c weights.c ame.c plot.c
 LIB_OBJ := $(LIB_SRC:.c=.o)
 HEADERS := $(wildcard *.h)
 TEST_SRC := $(wildcard tests/*.c)
@@ -92,8 +92,8 @@ BENCH_PACKAGES := libopenblas-dev python3-torch
 bench-deps:
 	$(call apt_install,$(BENCH_PACKAGES), for the benchmarks)
 
-bench/matmul: bench/matmul.c kernels.o game.o tokenizer.o weights.o ame.o sampler.o plot.o
-	$(CC) $(CFLAGS) -I. bench/matmul.c kernels.o game.o tokenizer.o weights.o ame.o \
+bench/matmul: bench/matmul.c kernels.o game.o int8.o tokenizer.o weights.o ame.o sampler.o plot.o
+	$(CC) $(CFLAGS) -I. bench/matmul.c kernels.o game.o int8.o tokenizer.o weights.o ame.o \
 	  sampler.o plot.o -o $@ $(LDFLAGS) -lopenblas $(LDLIBS)
 
 bench: deps bench-deps train run bench/matmul

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 
 #include "ame.h"
+#include "int8.h"
 #include "kernels.h"
 #include "tokenizer.h"
 #include "weights.h"
@@ -1124,13 +1125,14 @@ static void matmat_bf16(float* out, const float* x, const uint32_t* wp, const fl
 void kvcache_init(KVCache* kv, const Model* m, int precision) {
     const GameConfig* cfg = &m->config;
     size_t L = cfg->layers, C = cfg->channels, T = cfg->context, V = cfg->vocab_size;
-    if (precision != KV_FP32 && precision != KV_BF16) {
-        fprintf(stderr, "error: kvcache_init: precision %d is neither KV_FP32 nor KV_BF16\n",
-                precision);
+    if (precision != KV_FP32 && precision != KV_BF16 && precision != KV_INT8) {
+        fprintf(stderr, "error: kvcache_init: precision %d is not KV_FP32, KV_BF16 or "
+                "KV_INT8\n", precision);
         exit(EXIT_FAILURE);
     }
     memset(kv, 0, sizeof(*kv));
     kv->capacity = cfg->context;
+    kv->layers = cfg->layers;
     kv->key_stride = (cfg->context + 15) / 16 * 16;
     kv->precision = precision;
     // the caches start on cache lines; the keys are read (and masked) past the
@@ -1149,6 +1151,25 @@ void kvcache_init(KVCache* kv, const Model* m, int precision) {
     kv->hidden = xcalloc(T * 4 * C, sizeof(float), "decode state");
     kv->hidden_gelu = xcalloc(T * 4 * C, sizeof(float), "decode state");
     kv->logits = xcalloc(V, sizeof(float), "decode state");
+
+    // int8: the packed matrices, layer by layer, then the head, and room for a
+    // product's quantized input rows
+    if (precision == KV_INT8) {
+        kv->i8 = xmalloc(4 * L * sizeof(I8Matrix), "decode weights");
+        for (size_t l = 0; l < L; l++) {
+            BlockViews w;
+            block_views(&w, m, (int)l);
+            i8_matrix_init(&kv->i8[4 * l + 0], w.qkvw, 3 * C, C);
+            i8_matrix_init(&kv->i8[4 * l + 1], w.attprojw, C, C);
+            i8_matrix_init(&kv->i8[4 * l + 2], w.fcw, 4 * C, C);
+            i8_matrix_init(&kv->i8[4 * l + 3], w.fcprojw, C, 4 * C);
+        }
+        kv->wt = xmalloc(C * V * sizeof(float), "decode weights");
+        transpose_matrix(kv->wt, V, m->params.t[P_WTE], V, C);
+        kv->xq = xmalloc_lines(T * i8_row_bytes(4 * C), 1, 0, "decode state");
+        kv->xs = xmalloc(T * sizeof(float), "decode state");
+        return;
+    }
 
     // bfloat16: the packed matrices, layer by layer, then the head
     if (precision == KV_BF16) {
@@ -1189,6 +1210,12 @@ void kvcache_init(KVCache* kv, const Model* m, int precision) {
 }
 
 void kvcache_free(KVCache* kv) {
+    if (kv->i8) {
+        for (int i = 0; i < 4 * kv->layers; i++) i8_matrix_free(&kv->i8[i]);
+        free(kv->i8);
+    }
+    free(kv->xq);
+    free(kv->xs);
     free(kv->keys);
     free(kv->values);
     free(kv->wt);
@@ -1242,6 +1269,18 @@ static void matvec_t(float* restrict out, const float* restrict x,
 // precision, row by row.
 static void decode_linear(const KVCache* kv, float* out, const float* x, int l, int k,
                           const float* bias, int n, int IC, int OC, int C) {
+    if (kv->precision == KV_INT8 && l == kv->layers) {
+        for (int r = 0; r < n; r++)
+            matvec_t(out + (size_t)r * OC, x + (size_t)r * IC, kv->wt, bias, IC, OC);
+        return;
+    }
+    if (kv->precision == KV_INT8) {
+        size_t row = i8_row_bytes(IC);
+        for (int r = 0; r < n; r++)
+            kv->xs[r] = i8_quantize(kv->xq + r * row, x + (size_t)r * IC, IC);
+        i8_matmul(out, kv->xq, kv->xs, n, &kv->i8[4 * l + k], bias);
+        return;
+    }
     if (kv->precision == KV_FP32) {
         static const size_t at[4] = {0, 3, 4, 8}; // in C C floats
         const float* wt = kv->wt + l * layer_wt_size(C) + at[k] * C * C;
@@ -1516,8 +1555,8 @@ float* model_prefill(Model* m, KVCache* kv, const int* tokens, int n) {
         exit(EXIT_FAILURE);
     }
 
-    // bfloat16: the decode steps, several rows at a time
-    if (kv->precision == KV_BF16) {
+    // bfloat16 and int8: the decode steps, several rows at a time
+    if (kv->precision != KV_FP32) {
         decode_rows(m, kv, tokens, 0, n);
         return kv->logits;
     }

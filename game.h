@@ -261,11 +261,12 @@ void head_noise_vectors(const Model* m, float** f_out, float** f_in, float** sig
 // ----------------------------------------------------------------------------
 // Single-token decoding with a key/value cache
 //
-// The decoder keeps its own copy of the weight matrices, transposed to
-// (IC, OC), so that one token's products are sums of rows (vector-friendly
-// axpy's) instead of dot products that each end in a horizontal sum. The copy
+// The decoder keeps its own copy of the weight matrices, in float32 and
+// bfloat16 transposed to (IC, OC), so that one token's products are sums of
+// rows (vector-friendly axpy's) instead of dot products that each end in a
+// horizontal sum (int8 has a layout of its own, int8.h). The copy
 // is made by kvcache_init: a model whose weights change afterwards needs a new
-// cache. It is kept in one of two precisions:
+// cache. It is kept in one of three precisions:
 //
 //   KV_FP32  the float matrices, as the model holds them (kv->wt);
 //   KV_BF16  bfloat16 matrices packed in pairs (kv->wp, layout below): half
@@ -274,13 +275,20 @@ void head_noise_vectors(const Model* m, float** f_out, float** f_in, float** sig
 //            faster. Exact for a model whose matrices hold bfloat16 values
 //            (model_round_bf16); otherwise each weight is rounded to its
 //            nearest bfloat16 first.
+//   KV_INT8  8-bit integer matrices with a scale per output, and each input
+//            of a product rounded to 8-bit integers with a scale of its own
+//            (int8.h): a quarter of the float bytes, and a vector instruction
+//            that adds 64 byte products at once where the processor has
+//            AVX-512 VNNI. The head keeps float32 weights (kv->wt). Not
+//            exact for any model: it moves the default model's logits by
+//            about 0.02 on average and 0.5 at most.
 //
 // bfloat16 is the upper half of a float's bits: the sign, the 8 exponent bits
 // and the top 7 of the 23 mantissa bits (8 significant bits), so a float with
 // zero lower bits is exactly a bfloat16, and rounding to the nearest one costs
 // a relative error of at most 2^-8.
 
-enum { KV_FP32 = 0, KV_BF16 = 1 };
+enum { KV_FP32 = 0, KV_BF16 = 1, KV_INT8 = 2 };
 
 // The bits of the bfloat16 nearest to x, ties to the one with an even last
 // bit. Beyond the largest finite bfloat16 (about 3.39e38) the rounding gives
@@ -325,19 +333,25 @@ void bf16_pack(uint32_t* dst, const float* w, int OC, int IC);
 
 typedef struct KVCache {
     int capacity;   // positions the cache holds (the model's context)
-    int precision;  // KV_FP32 or KV_BF16: which copy of the weights decodes
+    int precision;  // KV_FP32, KV_BF16 or KV_INT8: which copy of the weights decodes
     int key_stride; // ks: capacity rounded up to a multiple of 16
+    int layers;     // L, the model's number of blocks
     float* keys;    // (L, C, ks) transposed, so that one query's scores over
                     // the positions are sums of rows (axpy's over t); zero
                     // past the positions written
     float* values; // (L, capacity, C)
-    float* wt;     // KV_FP32 only (else NULL): per layer qkvw^T (C, 3C),
-                   // attprojw^T (C, C), fcw^T (C, 4C), fcprojw^T (4C, C); then
-                   // wte^T (C, V) for the head
+    float* wt;     // KV_FP32: per layer qkvw^T (C, 3C), attprojw^T (C, C),
+                   // fcw^T (C, 4C), fcprojw^T (4C, C); then wte^T (C, V) for
+                   // the head. KV_INT8: that head alone. KV_BF16: NULL
     uint32_t* wp;  // KV_BF16 only (else NULL): the same matrices in the packed
                    // bfloat16 layout, each of bf16_packed_words(IC, OC) words
     float* unpacked; // KV_BF16 only: (2, 4C, 32) two blocks of a matrix unpacked
                      // to floats, model_prefill's scratch
+    struct I8Matrix* i8; // KV_INT8 only: (4 L) the blocks' matrices in int8.h's
+                         // packed form, layer by layer (the head is in wt)
+    uint8_t* xq;   // KV_INT8 only: (capacity, 4C) the rows of a product's input,
+                   // quantized (i8_quantize), and ...
+    float* xs;     // (capacity) ... their scales
     // the state of the current token, or of model_prefill's rows 0 .. n - 1;
     // model_decode uses the first row
     float* x;      // (capacity, C)  residual stream
@@ -352,8 +366,8 @@ typedef struct KVCache {
 } KVCache;
 
 // Allocates an empty cache for m and copies m's matrices, transposed, in
-// `precision` (KV_FP32 or KV_BF16; anything else is a programming error and
-// exits with a message).
+// `precision` (KV_FP32, KV_BF16 or KV_INT8; anything else is a programming
+// error and exits with a message).
 void kvcache_init(KVCache* kv, const Model* m, int precision);
 void kvcache_free(KVCache* kv);
 
@@ -365,8 +379,8 @@ float* model_decode(Model* m, KVCache* kv, int token, int pos);
 // Runs tokens (n, 1 <= n <= context) at positions 0 .. n - 1 (noise off),
 // filling the cache's keys and values for those positions, and returns the
 // logits (V) after the last one (in kv->logits). Much faster than n
-// model_decode calls. With KV_BF16 it is those n decode steps done a few
-// tokens at a time, the same operations in the same order, so the results
+// model_decode calls. With KV_BF16 or KV_INT8 it is those n decode steps done
+// a few tokens at a time, the same operations in the same order, so the results
 // match model_decode's bit for bit. With KV_FP32 it is one batched forward pass
 // (as model_forward computes it), equal to the decode steps up to float
 // rounding.

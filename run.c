@@ -81,10 +81,11 @@ void run_usage(FILE* f) {
         "                        line end, as from stdin)\n"
         "      --no-cache        recompute the whole window for every token instead of\n"
         "                        using the key/value cache (slower; for comparisons)\n"
-        "      --fp32            sample with the float32 weights as stored; by default\n"
-        "                        the matrices are rounded to bfloat16 once loaded, which\n"
-        "                        samples over twice as fast and moves the default model's\n"
-        "                        logits by at most about 0.06\n"
+        "      --bf16            decode with the weight matrices rounded to bfloat16\n"
+        "                        (half as fast as the default, which decodes with 8-bit\n"
+        "                        integers; --no-cache and --noise then sample the same\n"
+        "                        rounded model)\n"
+        "      --fp32            decode with the float32 weights as stored (slowest)\n"
         "      --noise           sample from the noisy network GAME trained (its C2 and\n"
         "                        C5 noise at the learned scales and strength), not the\n"
         "                        clean weights; slower, it needs the full forward pass\n"
@@ -145,6 +146,7 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
         {"prompt-file", required_argument, 0, 'f'},
         {"no-cache", no_argument, 0, 'N'},
         {"fp32", no_argument, 0, 'F'},
+        {"bf16", no_argument, 0, 'B'},
         {"noise", no_argument, 0, 'G'},
         {"threads", required_argument, 0, 'T'},
         {"info", no_argument, 0, 'I'},
@@ -187,6 +189,7 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
         case 'f': o->prompt_file = optarg; break;
         case 'N': o->no_cache = 1; break;
         case 'F': o->fp32 = 1; break;
+        case 'B': o->bf16 = 1; break;
         case 'G': o->noise = 1; break;
         case 'I': o->info = 1; break;
         case 'h': return 1;
@@ -213,6 +216,10 @@ int run_parse_args(RunOptions* o, int argc, char** argv, char* err, size_t errle
     }
     if (o->prompt && o->prompt_file) {
         snprintf(err, errlen, "give the prompt with -i or -f, not both");
+        return -1;
+    }
+    if (o->fp32 && o->bf16) {
+        snprintf(err, errlen, "give one precision, --bf16 or --fp32, not both");
         return -1;
     }
     return 0;
@@ -824,8 +831,8 @@ int main(int argc, char** argv) {
     omp_set_num_threads(o.threads);
 #endif
 
-    // the model, its matrices rounded to bfloat16 unless --fp32, so that the
-    // cache decodes from half the bytes and every path computes that model
+    // the model; with --bf16 its matrices rounded to bfloat16, so that every path
+    // (the cache, --no-cache, --noise) computes that rounded model
     Model m;
     Tokenizer tk;
     Checkpoint ck;
@@ -833,7 +840,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: %s\n", err);
         return EXIT_FAILURE;
     }
-    if (!o.fp32) model_round_bf16(&m);
+    if (o.bf16) model_round_bf16(&m);
     int noise_rc = o.noise ? noise_from_checkpoint(&m, &ck, o.seed, err, sizeof(err)) : 0;
     ckpt_free_loaded(&ck);
     if (noise_rc != 0) {
@@ -848,7 +855,7 @@ int main(int argc, char** argv) {
     Sampler s;
     sampler_init(&s, tk.size, o.temperature, o.top_k, o.top_p, o.seed);
     s.no_cache = o.no_cache;
-    s.precision = o.fp32 ? KV_FP32 : KV_BF16;
+    s.precision = o.fp32 ? KV_FP32 : o.bf16 ? KV_BF16 : KV_INT8;
 
     // the key/value cache and its copy of the weights, made once for every
     // prompt (without the cache, or with noise, every token runs the full pass)

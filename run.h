@@ -20,7 +20,9 @@ typedef struct {
     const char* prompt;      // -i TEXT
     const char* prompt_file; // -f FILE
     int no_cache;            // --no-cache: recompute the window for every token
-    int fp32;                // --fp32: keep the float weights (else rounded to bf16)
+    int fp32;                // --fp32: decode with the float weights as stored
+    int bf16;                // --bf16: round the matrices to bfloat16 and decode with
+                             // those (neither: 8-bit integers, KV_INT8)
     int noise;               // --noise: sample with the GAME noise the model learned
     int threads;             // --threads (default 1)
     int info;                // --info: describe the checkpoint instead of sampling

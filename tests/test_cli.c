@@ -406,35 +406,45 @@ Test(cli, run_bad_flags) {
     test_result_free(&r);
 }
 
-// --fp32 is a documented flag that keeps the float weights; the default rounds
-// the matrices to bfloat16. Either way the cached decoder and the full forward
-// pass (--no-cache) sample the same model, so their greedy texts agree.
-Test(cli, run_fp32_flag) {
+// --fp32 and --bf16 are documented flags: the float weights as stored, or the
+// matrices rounded to bfloat16. Either way the cached decoder and the full
+// forward pass (--no-cache) sample the same model, so their greedy texts agree.
+// The default decodes in int8 and gives text too; the two flags together are an
+// error.
+Test(cli, run_precision_flags) {
     TestResult h = RUN_RUN("--help");
     expect_success(&h, "run --help");
-    cr_expect(strstr(h.out, "--fp32") != NULL, "run --help does not mention --fp32:\n%s",
-              h.out);
+    cr_expect(strstr(h.out, "--fp32") && strstr(h.out, "--bf16"),
+              "run --help does not mention --fp32 and --bf16:\n%s", h.out);
     test_result_free(&h);
 
     const char* ckpt = train_tiny("model.bin");
     TestResult a = RUN_RUN(ckpt, "-n", "40", "-t", "0", "--fp32");
     TestResult b = RUN_RUN(ckpt, "-n", "40", "-t", "0", "--fp32", "--no-cache");
-    TestResult c = RUN_RUN(ckpt, "-n", "40", "-t", "0");
-    TestResult d = RUN_RUN(ckpt, "-n", "40", "-t", "0", "--no-cache");
+    TestResult c = RUN_RUN(ckpt, "-n", "40", "-t", "0", "--bf16");
+    TestResult d = RUN_RUN(ckpt, "-n", "40", "-t", "0", "--bf16", "--no-cache");
+    TestResult e = RUN_RUN(ckpt, "-n", "40", "-t", "0");
     expect_success(&a, "run --fp32");
     expect_success(&b, "run --fp32 --no-cache");
-    expect_success(&c, "run");
-    expect_success(&d, "run --no-cache");
+    expect_success(&c, "run --bf16");
+    expect_success(&d, "run --bf16 --no-cache");
+    expect_success(&e, "run");
     test_expect_text(&a, 40, "run --fp32");
-    test_expect_text(&c, 40, "run");
+    test_expect_text(&c, 40, "run --bf16");
+    test_expect_text(&e, 40, "run");
     cr_expect(test_same_output(&a, &b), "--fp32: cache and no cache differ:\n%s\n%s",
               a.out, b.out);
-    cr_expect(test_same_output(&c, &d), "bf16: cache and no cache differ:\n%s\n%s",
+    cr_expect(test_same_output(&c, &d), "--bf16: cache and no cache differ:\n%s\n%s",
               c.out, d.out);
     test_result_free(&a);
     test_result_free(&b);
     test_result_free(&c);
     test_result_free(&d);
+    test_result_free(&e);
+
+    TestResult both = RUN_RUN(ckpt, "-n", "5", "--fp32", "--bf16");
+    EXPECT_FAILURE(&both, "run --fp32 --bf16", "not both");
+    test_result_free(&both);
 }
 
 Test(cli, run_missing_model) {

@@ -481,7 +481,7 @@ static void window_push(int* window, int* len, int context, int token) {
 // seed. The reference runs model_decode alone; generate also prefills the
 // window after each slide, which in float32 is the full forward pass (equal up
 // to rounding, which a draw meets only by a rare chance) and in bfloat16 the
-// decode steps themselves, so there the bytes must agree exactly. (Sampled
+// decode steps themselves (int8 likewise), so there the bytes must agree exactly. (Sampled
 // rather than greedy: a random model's greedy text soon repeats one character,
 // which would hide a wrong window.) In bfloat16 the model is rounded first.
 static void check_window_rule(int context, long n_new, int precision) {
@@ -555,13 +555,22 @@ Test(sampler, generate_bf16_follows_window) {
     check_window_rule(1, 6, KV_BF16);
 }
 
+// The same in int8, whose slides also prefill the decode steps themselves (a
+// context of 20 prefills 10 tokens: three groups of 3 rows and a single one).
+Test(sampler, generate_int8_follows_window) {
+    check_window_rule(8, 3 * 8, KV_INT8);
+    check_window_rule(7, 40, KV_INT8);
+    check_window_rule(20, 70, KV_INT8);
+    check_window_rule(1, 6, KV_INT8);
+}
+
 // A cache handed to generate (s.cache, as run makes one for all its prompts) is
 // reused call after call: two prompts in a row, each past the context, give the
-// bytes that fresh caches give, in both precisions.
+// bytes that fresh caches give, in every precision.
 Test(sampler, generate_reuses_a_given_cache) {
     enum { CONTEXT = 8 };
     static const char* prompts[2] = {"the cat", "on"};
-    for (int precision = KV_FP32; precision <= KV_BF16; precision++) {
+    for (int precision = KV_FP32; precision <= KV_INT8; precision++) {
         Model m;
         Tokenizer tk;
         tiny_model(&m, &tk, TEXT, sizeof(TEXT) - 1, CONTEXT);
