@@ -160,10 +160,10 @@ static inline __m512i dot_bytes(__m512i acc, __m512i x, __m512i w) {
     return acc;
 }
 
-// The same with AVX-512 VNNI: per group, the R rows' four bytes broadcast to
-// every lane, each block's 64 weight bytes loaded once, and one vpdpbusd per
-// (row, block) adding 64 products into that block's 16 sums. The R np sums
-// stay in registers while the panel streams past.
+// panel_ref's work with AVX-512 VNNI: per group, the R rows' four bytes
+// broadcast to every lane, each block's 64 weight bytes loaded once, and one
+// vpdpbusd per (row, block) adding 64 products into that block's 16 sums. The
+// R np sums stay in registers while the panel streams past.
 static inline __attribute__((always_inline)) void
 panel_vnni(float* out, const uint8_t* xq, size_t ldx, const float* xs, int R,
            const I8Matrix* w, const float* bias, int p, int np) {
