@@ -16,8 +16,9 @@ typedef struct {
     uint64_t draws;    // draws made so far
     int no_cache;      // generate() recomputes the whole window per token (for benchmarks)
     int precision;     // generate()'s KV cache decodes in KV_FP32 (sampler_init's
-                       // choice) or KV_BF16 (game.h): bf16 is exact for a model
-                       // rounded with model_round_bf16, as run does
+                       // choice), KV_BF16 or KV_INT8 (game.h; run's default):
+                       // bf16 is exact for a model rounded with model_round_bf16,
+                       // as run --bf16 does
     struct KVCache* cache; // NULL: generate() makes a cache for each call; else one
                            // kvcache_init made for this model, which every call
                            // reuses (each overwrites what it holds)
@@ -52,7 +53,8 @@ int sampler_sample(Sampler* s, const float* logits);
 // pass, so the KV cache is not used. The cache is s->cache, or one made for
 // the call in s->precision: KV_BF16 is meant for a model rounded with
 // model_round_bf16 (then the cache, the window's prefills and the full forward
-// pass all compute that one model).
+// pass all compute that one model); KV_INT8 rounds the products' inputs as
+// well, which only its own decode steps and prefills do.
 // Returns the number of tokens written, or -1 if the model produced a
 // non-finite logit or out could not be written (after a message on stderr).
 struct Model;
