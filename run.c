@@ -669,7 +669,8 @@ int noise_from_checkpoint(Model* m, const Checkpoint* ck, uint64_t seed, char* e
     }
     if (!(st.mask & (AME_C2 | AME_C5))) {
         snprintf(err, errlen, "--noise: this model was trained without noise sites (GAME "
-                 "c2 or c5 off), so it has no learned noise to sample with");
+                 "c2 or c5 off), so it has no learned noise to sample with; train one "
+                 "with --game c2, c5 or full, or sample without --noise");
         return -1;
     }
     m->noise = (NoiseConfig){(st.mask & AME_C2) != 0, 0, (st.mask & AME_C5) != 0,
