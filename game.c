@@ -452,8 +452,8 @@ softmax_span(float* s, float* v, int n, int W, float scale, int noisy, float ns,
 }
 
 // softmax_span with W a constant for the rows of up to SCORE_FIXED_MAX keys
-// without noise (every row at the default context), which so become straight-line vector code
-// that keeps the row in registers: about 2% less time per training step, on one
+// without noise (every row at the default context), which so become
+// straight-line vector code that keeps the row in registers: about 2% less time per training step, on one
 // thread and on two, than one loop for every width (measured with steps that
 // alternate between the two in one run).
 static void softmax_row(float* restrict s, int n, float scale, int noisy, float ns,
@@ -1152,8 +1152,8 @@ void kvcache_init(KVCache* kv, const Model* m, int precision) {
     kv->hidden_gelu = xcalloc(T * 4 * C, sizeof(float), "decode state");
     kv->logits = xcalloc(V, sizeof(float), "decode state");
 
-    // int8: the packed matrices, layer by layer, then the head, and room for a
-    // product's quantized input rows
+    // int8: the blocks' packed matrices, layer by layer, the head's float copy
+    // (transposed), and room for a product's quantized input rows
     if (precision == KV_INT8) {
         kv->i8 = xmalloc(4 * L * sizeof(I8Matrix), "decode weights");
         for (size_t l = 0; l < L; l++) {
@@ -1269,25 +1269,27 @@ static void matvec_t(float* restrict out, const float* restrict x,
 // precision, row by row.
 static void decode_linear(const KVCache* kv, float* out, const float* x, int l, int k,
                           const float* bias, int n, int IC, int OC, int C) {
-    if (kv->precision == KV_INT8 && l == kv->layers) {
-        for (int r = 0; r < n; r++)
-            matvec_t(out + (size_t)r * OC, x + (size_t)r * IC, kv->wt, bias, IC, OC);
-        return;
-    }
-    if (kv->precision == KV_INT8) {
+    // int8: a block's matrix, its input rows rounded to bytes first
+    if (kv->precision == KV_INT8 && l < kv->layers) {
         size_t row = i8_row_bytes(IC);
         for (int r = 0; r < n; r++)
             kv->xs[r] = i8_quantize(kv->xq + r * row, x + (size_t)r * IC, IC);
         i8_matmul(out, kv->xq, kv->xs, n, &kv->i8[4 * l + k], bias);
         return;
     }
-    if (kv->precision == KV_FP32) {
+
+    // float32: any matrix (KV_FP32), or the head, the only float copy of KV_INT8
+    if (kv->precision != KV_BF16) {
         static const size_t at[4] = {0, 3, 4, 8}; // in C C floats
-        const float* wt = kv->wt + l * layer_wt_size(C) + at[k] * C * C;
+        const float* wt = kv->precision == KV_INT8
+                              ? kv->wt
+                              : kv->wt + l * layer_wt_size(C) + at[k] * C * C;
         for (int r = 0; r < n; r++)
             matvec_t(out + (size_t)r * OC, x + (size_t)r * IC, wt, bias, IC, OC);
         return;
     }
+
+    // bfloat16: the packed copy
     const uint32_t* wp = kv->wp + l * layer_wp_size(C);
     if (k > 0) wp += bf16_packed_words(C, 3 * C);
     if (k > 1) wp += bf16_packed_words(C, C);
